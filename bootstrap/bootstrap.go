@@ -1,0 +1,91 @@
+// Package bootstrap gives a libp2p host the public role of a p2pnode
+// bootstrap node: it answers DHT queries (the caller builds the DHT in server
+// mode), relays for private peers with a circuit relay v2 service, and tells
+// peers their reachability with the AutoNAT v1 and v2 services.
+//
+// A bootstrap node is public by its operator's word: it is the first node of
+// a network, so no other node can AutoNAT it. Joining the network (the
+// bootstrap peer list, dialing with backoff) is package node's job.
+package bootstrap
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+)
+
+// Config tunes the bootstrap role. The zero value gives go-libp2p's default
+// relay resources (circuit relay v2 spec defaults: 128 reservations, 2 min and
+// 128 KiB per relayed connection).
+type Config struct {
+	// Relay overrides the relay v2 service's resources; nil means
+	// relayv2.DefaultResources().
+	Relay *relayv2.Resources
+	// Logger receives the role's logs; default slog.Default().
+	Logger *slog.Logger
+}
+
+// HostOptions returns the libp2p options a bootstrap node's host must be
+// built with: public reachability (forced, see the package comment) and the
+// AutoNAT v1 service. go-libp2p v0.51's AutoRelay on other peers listens to
+// v1's reachability verdict only; the v2 server comes with
+// libp2p.EnableAutoNATv2, which package node always sets.
+func HostOptions() []libp2p.Option {
+	return []libp2p.Option{
+		libp2p.ForceReachabilityPublic(),
+		libp2p.EnableNATService(),
+		// go-libp2p's defaults (30 global, 3 per peer, per minute) are made
+		// for a node that serves a few peers; a bootstrap node is the first
+		// one every peer asks.
+		libp2p.AutoNATServiceRateLimit(300, 6, time.Minute),
+	}
+}
+
+// Service is a running bootstrap role. Close stops the relay service; the
+// host and the DHT belong to the caller.
+type Service struct {
+	relay *relayv2.Relay
+}
+
+// Start attaches the relay v2 service to h. The DHT in server mode and the
+// AutoNAT services come from the host's construction (see HostOptions). It
+// returns an error when the relay service cannot start.
+func Start(h host.Host, cfg Config) (*Service, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	res := relayv2.DefaultResources()
+	if cfg.Relay != nil {
+		res = *cfg.Relay
+	}
+	r, err := relayv2.New(h, relayv2.WithResources(res))
+	if err != nil {
+		return nil, fmt.Errorf("start relay v2 service: %w", err)
+	}
+	log.Info("relay v2 service started", "max_reservations", res.MaxReservations, "circuit_limit_bytes", limitData(res), "circuit_limit_duration", limitDuration(res))
+	return &Service{relay: r}, nil
+}
+
+func limitData(r relayv2.Resources) int64 {
+	if r.Limit == nil {
+		return 0
+	}
+	return r.Limit.Data
+}
+
+func limitDuration(r relayv2.Resources) time.Duration {
+	if r.Limit == nil {
+		return 0
+	}
+	return r.Limit.Duration
+}
+
+// Close stops the relay service.
+func (s *Service) Close() error {
+	return s.relay.Close()
+}

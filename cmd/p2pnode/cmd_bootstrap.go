@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/p2pnode/p2pnode/bootstrap"
+	"github.com/p2pnode/p2pnode/node"
+)
+
+func newBootstrapCmd(g *globalFlags) *cobra.Command {
+	var nf nodeFlags
+	cmd := &cobra.Command{
+		Use:   "bootstrap",
+		Short: "Run a bootstrap node: DHT server, circuit relay v2, AutoNAT server",
+		Long: `bootstrap runs a public node that other peers join first: it answers DHT
+queries, relays for private peers (circuit relay v2) and tells peers their
+reachability (AutoNAT). Run it on a machine with a public address. It prints
+every full /p2p multiaddr it can be reached at, one per line: paste one into
+other peers' --bootstrap.
+
+A bootstrap node is the first node of a network: it joins other bootstrap
+peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
+		Args: cobraArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			file, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			listen := file.Node.Listen
+			if file.Bootstrap.Listen != nil {
+				listen = file.Bootstrap.Listen
+			}
+			cfg, err := nf.nodeConfig(g, file, listen, nil)
+			if err != nil {
+				return err
+			}
+			key, err := g.identity()
+			if err != nil {
+				return err
+			}
+			cfg.Identity = key
+			cfg.DHTMode = node.DHTModeServer
+			cfg.Standalone = len(cfg.BootstrapPeers) == 0
+			cfg.HostOptions = bootstrap.HostOptions()
+
+			n, err := node.New(cfg)
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			svc, err := bootstrap.Start(n.Host, bootstrap.Config{Logger: g.logger})
+			if err != nil {
+				return err
+			}
+			defer svc.Close()
+
+			for _, a := range n.FullAddrs() {
+				fmt.Fprintln(cmd.OutOrStdout(), a)
+			}
+			g.logger.Info("bootstrap node running", "peer_id", n.ID())
+			<-cmd.Context().Done()
+			g.logger.Info("shutting down")
+			return nil
+		},
+	}
+	nf.register(cmd.Flags(), "listen")
+	return cmd
+}

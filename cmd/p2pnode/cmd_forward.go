@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spf13/cobra"
+
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/node"
+	"github.com/p2pnode/p2pnode/overlay"
+)
+
+type forwardArgs struct {
+	node    nodeFlags
+	listen  string
+	stdio   bool
+	timeout time.Duration
+}
+
+func newForwardCmd(g *globalFlags) *cobra.Command {
+	var a forwardArgs
+	cmd := &cobra.Command{
+		Use:   "forward PEERID:SERVICE [--listen HOST:PORT] [--stdio]",
+		Short: "Reach SERVICE (a name, or a port number) on PEERID through a local port",
+		Long: `forward finds PEERID through the DHT, connects to it (directly, or through a
+relay and then by hole punching), and carries TCP connections to SERVICE on
+that peer, like ssh -L. With --listen it accepts on HOST:PORT; without, on a
+free 127.0.0.1 port that it prints. Each TCP connection is one libp2p stream.
+
+--stdio carries one connection over standard input and output, for ssh:
+  ssh -o ProxyCommand='p2pnode forward --stdio %n:22' PEERID
+(%n is the host name as typed; ssh lower-cases %h, which breaks a base58 peer
+ID. With the lower-case form from 'p2pnode id --cid', %h works as well.)`,
+		Example: `  p2pnode forward 12D3KooW...:ssh --listen 127.0.0.1:2222
+  ssh -o ProxyCommand='p2pnode forward --stdio %n:22' 12D3KooW...`,
+		Args: cobraArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.run(cmd, g, args[0])
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&a.listen, "listen", "127.0.0.1:0", "local TCP address to accept connections on (port 0: a free port, printed)")
+	f.BoolVar(&a.stdio, "stdio", false, "carry one connection over stdin/stdout (for ssh ProxyCommand)")
+	f.DurationVar(&a.timeout, "timeout", time.Minute, "how long to look for and connect to the peer")
+	a.node.register(f, "p2p-listen")
+	return cmd
+}
+
+// parseTarget splits PEERID:SERVICE. A peer ID never contains a colon.
+func parseTarget(s string) (peer.ID, string, error) {
+	idStr, svc, ok := strings.Cut(s, ":")
+	if !ok || idStr == "" || svc == "" {
+		return "", "", usagef("bad target %q: expected PEERID:SERVICE, e.g. 12D3KooW...:22 or 12D3KooW...:ssh", s)
+	}
+	id, err := config.ParsePeerID(idStr)
+	if err != nil {
+		return "", "", usagef("bad target %q: %v", s, err)
+	}
+	return id, svc, nil
+}
+
+func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) error {
+	p, svc, err := parseTarget(target)
+	if err != nil {
+		return err
+	}
+	if a.timeout <= 0 {
+		return usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
+	}
+	if a.stdio && cmd.Flags().Changed("listen") {
+		return usagef("--stdio and --listen exclude each other: --stdio carries one connection over stdin/stdout")
+	}
+	if !a.stdio {
+		if _, _, err := net.SplitHostPort(a.listen); err != nil {
+			return usagef("bad --listen %q: expected HOST:PORT, e.g. 127.0.0.1:2222 (%v)", a.listen, err)
+		}
+	}
+	if a.stdio && g.verbose == 0 {
+		// ssh shows a ProxyCommand's stderr in the user's terminal: only
+		// say something when something is wrong.
+		g.level.Set(slog.LevelWarn)
+	}
+	file, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	cfg, err := a.node.nodeConfig(g, file, nil, node.EphemeralListenAddrs())
+	if err != nil {
+		return err
+	}
+	key, err := g.identity()
+	if err != nil {
+		return err
+	}
+	cfg.Identity = key
+	// A forward is a client of the DHT: it asks, it does not serve.
+	cfg.DHTMode = node.DHTModeClient
+
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+
+	ctx := cmd.Context()
+	cctx, cancel := context.WithTimeout(ctx, a.timeout)
+	err = n.Connect(cctx, p)
+	cancel()
+	if err != nil {
+		return err
+	}
+	n.Host.ConnManager().Protect(p, "p2pnode-forward")
+	fw := &overlay.Forwarder{Host: n.Host, Peer: p, Service: svc, Logger: g.logger}
+
+	if a.stdio {
+		return fw.Stdio(ctx, os.Stdin, os.Stdout)
+	}
+	ln, err := net.Listen("tcp", a.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.listen, err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "forwarding %s -> %s:%s\n", ln.Addr(), p, svc)
+	if err := fw.Serve(ctx, ln); err != nil && ctx.Err() == nil {
+		return err
+	}
+	g.logger.Info("shutting down")
+	return nil
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spf13/cobra"
+
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/node"
+	"github.com/p2pnode/p2pnode/overlay"
+)
+
+type serveArgs struct {
+	node   nodeFlags
+	expose []string
+	allow  []string
+	public bool
+}
+
+func newServeCmd(g *globalFlags) *cobra.Command {
+	var a serveArgs
+	cmd := &cobra.Command{
+		Use:   "serve [--expose [NAME=][HOST:]PORT]... [--allow PEERID]... [--public]",
+		Short: "Join the overlay and offer local TCP services to chosen peers",
+		Long: `serve joins the overlay and offers local TCP services. --expose 22 offers
+127.0.0.1:22 as service "22"; --expose ssh=127.0.0.1:22 offers it as "ssh".
+Services in config.toml ([[service]] tables) are offered too.
+
+A service is reachable only by the peers on its allow list (--allow applies to
+the services given with --expose). --public opens the --expose services to
+every peer and must be said explicitly. Nothing that was not exposed is
+reachable, whatever a peer asks for.`,
+		Example: `  p2pnode serve --expose ssh=22 --allow 12D3KooW...
+  p2pnode serve --expose web=127.0.0.1:8080 --public`,
+		Args: cobraArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.run(cmd, g)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&a.expose, "expose", nil, "offer a local TCP service as [NAME=][HOST:]PORT (repeatable)")
+	f.StringArrayVar(&a.allow, "allow", nil, "peer ID allowed to use the --expose services (repeatable)")
+	f.BoolVar(&a.public, "public", false, "let every peer use the --expose services")
+	a.node.register(f, "listen")
+	return cmd
+}
+
+func (a *serveArgs) services(file *config.File) ([]overlay.Service, error) {
+	var allow []peer.ID
+	var errs []error
+	for _, s := range a.allow {
+		id, err := config.ParsePeerID(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bad --allow: %w", err))
+			continue
+		}
+		allow = append(allow, id)
+	}
+	var svcs []overlay.Service
+	for _, s := range file.Services {
+		ids, err := s.AllowedPeers()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		svcs = append(svcs, overlay.Service{Name: s.Name, Target: s.Target, Allow: ids, Public: s.Public})
+	}
+	for _, spec := range a.expose {
+		s, err := overlay.ParseExpose(spec)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bad --expose: %w", err))
+			continue
+		}
+		s.Allow, s.Public = allow, a.public
+		svcs = append(svcs, s)
+	}
+	if len(errs) > 0 {
+		return nil, asUsage(errors.Join(errs...))
+	}
+	if len(a.allow) > 0 && len(a.expose) == 0 {
+		return nil, usagef("--allow applies to --expose services, and none was given; add --expose [NAME=][HOST:]PORT")
+	}
+	if err := overlay.ValidateServices(svcs); err != nil {
+		return nil, asUsage(err)
+	}
+	return svcs, nil
+}
+
+func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
+	file, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	svcs, err := a.services(file)
+	if err != nil {
+		return err
+	}
+	cfg, err := a.node.nodeConfig(g, file, file.Node.Listen, nil)
+	if err != nil {
+		return err
+	}
+	key, err := g.identity()
+	if err != nil {
+		return err
+	}
+	cfg.Identity = key
+
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	srv, err := overlay.NewServer(n.Host, svcs, overlay.WithLogger(g.logger))
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "peer ID: %s\n", n.ID())
+	for _, s := range svcs {
+		fmt.Fprintf(out, "service %s -> %s (%s)\n", s.Name, s.Target, whoMay(s))
+		if !s.Public && len(s.Allow) == 0 {
+			g.logger.Warn("service is refused to every peer: it has no allow list and is not public; add --allow PEERID or --public",
+				"service", s.Name)
+		}
+	}
+	if len(svcs) == 0 {
+		g.logger.Warn("no service exposed; this node can still forward and be pinged. Add --expose [NAME=][HOST:]PORT")
+	}
+
+	ctx := cmd.Context()
+	go reportReady(ctx, g, n, out)
+	<-ctx.Done()
+	g.logger.Info("shutting down")
+	return nil
+}
+
+// reportReady prints the ready line once a bootstrap peer is connected, and
+// nags in the log while none is.
+func reportReady(ctx context.Context, g *globalFlags, n *node.Node, out interface{ Write([]byte) (int, error) }) {
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		connected, err := n.WaitBootstrap(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			g.logger.Warn("not joined yet: no bootstrap peer reachable; peers cannot find this node by peer ID until one is", "error", err)
+			continue
+		}
+		fmt.Fprintf(out, "ready: connected to %d of %d bootstrap peers\n", connected, len(n.BootstrapPeers()))
+		return
+	}
+}
+
+func whoMay(s overlay.Service) string {
+	switch {
+	case s.Public:
+		return "public: every peer"
+	case len(s.Allow) == 0:
+		return "nobody: no allow list"
+	default:
+		ids := make([]string, len(s.Allow))
+		for i, p := range s.Allow {
+			ids[i] = p.String()
+		}
+		return "allowed: " + strings.Join(ids, ", ")
+	}
+}

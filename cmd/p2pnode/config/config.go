@@ -1,0 +1,285 @@
+// Package config loads, checks and writes p2pnode's config.toml.
+//
+// The file is decoded strictly: an unknown key, a key in the wrong case or a
+// value of the wrong type is an error that names the file, the line and the
+// key. Defaults live in one place, [Default]; [Load] decodes the file on top
+// of them, so a key that is absent keeps its default. After decoding, every
+// value is checked and every problem found is reported at once, in one
+// [*Error].
+//
+// A typical caller:
+//
+//	f, err := config.Load(filepath.Join(home, config.FileName))
+//	var cerr *config.Error
+//	if errors.As(err, &cerr) {
+//		// bad input: print err (one problem per line), exit 2
+//	} else if err != nil {
+//		// the file exists but cannot be read: exit 1
+//	}
+//	listen, _ := f.Node.ListenAddrs() // already checked by Load
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	toml "github.com/pelletier/go-toml/v2"
+)
+
+// FileName is the name of the config file inside p2pnode's home directory
+// (--home, $P2PNODE_HOME, default $XDG_CONFIG_HOME/p2pnode).
+const FileName = "config.toml"
+
+// defaultListen is the default value of [node] listen: TCP and QUIC on port
+// 4001, on every IPv4 and IPv6 address. [Default] returns a copy.
+var defaultListen = []string{
+	"/ip4/0.0.0.0/tcp/4001",
+	"/ip4/0.0.0.0/udp/4001/quic-v1",
+	"/ip6/::/tcp/4001",
+	"/ip6/::/udp/4001/quic-v1",
+}
+
+// DefaultDHTProtocolPrefix is the default value of [node]
+// dht_protocol_prefix. It gives the DHT protocol /ipfs/kad/1.0.0, the public
+// Amino DHT.
+const DefaultDHTProtocolPrefix = "/ipfs"
+
+// File is the content of config.toml, with defaults filled in.
+type File struct {
+	// Node configures the libp2p node: the [node] table.
+	Node Node `toml:"node"`
+
+	// Services are the local TCP services this node exposes to peers: the
+	// [[service]] tables, in file order.
+	Services []Service `toml:"service"`
+
+	// Bootstrap holds settings used only by `p2pnode bootstrap`: the
+	// [bootstrap] table.
+	Bootstrap Bootstrap `toml:"bootstrap"`
+
+	// Path is the file this value was loaded from, as given to [Load]. It
+	// is empty for a value from [Default].
+	Path string `toml:"-"`
+
+	// Absent is true when [Load] found no file at Path and returned the
+	// defaults.
+	Absent bool `toml:"-"`
+
+	// pos maps keys to the lines they were read from, for error messages.
+	// nil when the value did not come from a file.
+	pos *positions
+}
+
+// Node is the [node] table: how the node listens and joins the network.
+type Node struct {
+	// Listen lists the multiaddrs to listen on, for example
+	// "/ip4/0.0.0.0/tcp/4001" or "/ip4/0.0.0.0/udp/4001/quic-v1".
+	// Default: TCP and QUIC on port 4001, IPv4 and IPv6
+	// ("/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1",
+	// "/ip6/::/tcp/4001", "/ip6/::/udp/4001/quic-v1"). An explicit empty
+	// list is an error. Each multiaddr is checked by [ParseListenAddr].
+	Listen []string `toml:"listen"`
+
+	// Bootstrap lists the bootstrap peers as full multiaddrs that end in
+	// /p2p/PEERID, for example
+	// "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...". Empty (the default)
+	// means libp2p's public default bootstrap peers; choosing those is up
+	// to the caller.
+	Bootstrap []string `toml:"bootstrap"`
+
+	// NATPortMap asks the router to forward a port to this node with UPnP
+	// or NAT-PMP. Default: true.
+	NATPortMap bool `toml:"nat_port_map"`
+
+	// DHTProtocolPrefix is the protocol prefix of the Kademlia DHT: the DHT
+	// protocol is PREFIX/kad/1.0.0. Default: [DefaultDHTProtocolPrefix]
+	// ("/ipfs", the public Amino DHT).
+	DHTProtocolPrefix string `toml:"dht_protocol_prefix"`
+}
+
+// Service is one [[service]] table: a local TCP service exposed to peers.
+//
+// A service with an empty allow list and public = false is valid and
+// reachable by no peer (default deny); callers may warn about it.
+type Service struct {
+	// Name is what peers ask for, e.g. "ssh". It matches
+	// [A-Za-z0-9][A-Za-z0-9._-]{0,62}. Required, unique in the file.
+	Name string `toml:"name"`
+
+	// Target is the host:port this node connects to for each forwarded
+	// connection, e.g. "127.0.0.1:22"; port 1-65535. Required.
+	Target string `toml:"target"`
+
+	// Allow lists the peer IDs that may use the service.
+	Allow []string `toml:"allow"`
+
+	// Public opens the service to every peer, whatever Allow says. It must
+	// be set explicitly; default false.
+	Public bool `toml:"public"`
+}
+
+// Bootstrap is the [bootstrap] table, read only by `p2pnode bootstrap`.
+type Bootstrap struct {
+	// Listen, when set, replaces [node] listen for the bootstrap role.
+	// nil (key absent) means use [node] listen; an explicit empty list is
+	// an error.
+	Listen []string `toml:"listen"`
+}
+
+// Default returns the configuration used when no config file exists. Every
+// default value is set here and nowhere else.
+func Default() *File {
+	return &File{
+		Node: Node{
+			Listen:            slices.Clone(defaultListen),
+			NATPortMap:        true,
+			DHTProtocolPrefix: DefaultDHTProtocolPrefix,
+		},
+	}
+}
+
+// Load reads the config file at path, decodes it on top of [Default] and
+// checks it.
+//
+// A missing file is not an error: Load returns the defaults with Absent set.
+// A file that exists but cannot be read gives an error wrapping the
+// *fs.PathError. Content that is not valid TOML, has unknown keys, values of
+// the wrong type or bad values gives an [*Error] listing every problem found,
+// one per line; the returned *File is then nil.
+func Load(path string) (*File, error) {
+	if path == "" {
+		return nil, errors.New("config: no file name given")
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		f := Default()
+		f.Path = path
+		f.Absent = true
+		return f, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s: cannot read it: %w", path, err)
+	}
+	return parse(path, data)
+}
+
+// parse decodes and checks data, the content of the file at path.
+func parse(path string, data []byte) (*File, error) {
+	// Some editors start UTF-8 files with a byte order mark; TOML does not
+	// allow one, but it carries no meaning, so drop it.
+	data = bytes.TrimPrefix(data, []byte("\uFEFF"))
+
+	pos := index(data)
+	f := Default()
+	f.Path = path
+	f.pos = pos
+
+	var problems []Problem
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(f)
+	var strict *toml.StrictMissingError
+	var derr *toml.DecodeError
+	switch {
+	case err == nil:
+	case errors.As(err, &strict):
+		// Decoding went on past the unknown keys: f holds everything
+		// else, so check it too and report all problems together.
+		for i := range strict.Errors {
+			problems = append(problems, pos.unknown(path, &strict.Errors[i]))
+		}
+	case errors.As(err, &derr):
+		// Syntax or type error: decoding stopped here and f is only
+		// partly filled, so checking it would report nonsense.
+		problems = append(problems, pos.decodeProblem(path, derr))
+		problems = append(problems, pos.caseProblems(path)...)
+		return nil, newError(problems)
+	default:
+		return nil, newError([]Problem{{File: path, Msg: "invalid TOML: " + err.Error()}})
+	}
+	problems = append(problems, pos.caseProblems(path)...)
+	problems = append(problems, f.check()...)
+	if len(problems) > 0 {
+		return nil, newError(problems)
+	}
+	return f, nil
+}
+
+// ListenAddrs returns Listen parsed as multiaddrs.
+func (n Node) ListenAddrs() ([]multiaddr.Multiaddr, error) {
+	return ParseListenAddrs(n.Listen)
+}
+
+// BootstrapPeers returns Bootstrap parsed into one AddrInfo per bootstrap
+// peer, in the order the peers first appear (addresses of the same peer ID
+// are merged). It returns nil when Bootstrap is empty, which means: use
+// libp2p's public default bootstrap peers.
+func (n Node) BootstrapPeers() ([]peer.AddrInfo, error) {
+	if len(n.Bootstrap) == 0 {
+		return nil, nil
+	}
+	addrs := make([]multiaddr.Multiaddr, 0, len(n.Bootstrap))
+	var order []peer.ID
+	for _, s := range n.Bootstrap {
+		m, id, err := ParseBootstrapAddr(s)
+		if err != nil {
+			return nil, err
+		}
+		addrs = append(addrs, m)
+		if !slices.Contains(order, id) {
+			order = append(order, id)
+		}
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
+	if err != nil {
+		return nil, err
+	}
+	// AddrInfosFromP2pAddrs returns the peers in map order; give them back
+	// in file order so that logs and retries are predictable.
+	slices.SortFunc(infos, func(a, b peer.AddrInfo) int {
+		return slices.Index(order, a.ID) - slices.Index(order, b.ID)
+	})
+	return infos, nil
+}
+
+// AllowedPeers returns Allow parsed as peer IDs.
+func (s Service) AllowedPeers() ([]peer.ID, error) {
+	ids := make([]peer.ID, 0, len(s.Allow))
+	for _, a := range s.Allow {
+		id, err := ParsePeerID(a)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// BootstrapListenAddrs returns the multiaddrs `p2pnode bootstrap` listens
+// on: [bootstrap] listen when it is set, [node] listen otherwise.
+func (f *File) BootstrapListenAddrs() ([]multiaddr.Multiaddr, error) {
+	if f.Bootstrap.Listen != nil {
+		return ParseListenAddrs(f.Bootstrap.Listen)
+	}
+	return f.Node.ListenAddrs()
+}
+
+// ParseListenAddrs parses each of ss with [ParseListenAddr] and returns the
+// first error. It does not reject an empty list.
+func ParseListenAddrs(ss []string) ([]multiaddr.Multiaddr, error) {
+	addrs := make([]multiaddr.Multiaddr, 0, len(ss))
+	for _, s := range ss {
+		m, err := ParseListenAddr(s)
+		if err != nil {
+			return nil, err
+		}
+		addrs = append(addrs, m)
+	}
+	return addrs, nil
+}

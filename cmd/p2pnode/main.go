@@ -1,0 +1,115 @@
+// Command p2pnode makes this machine a peer of a libp2p overlay: reachable by
+// peer ID behind NATs and firewalls, exposing chosen local TCP services to
+// chosen peers, and forwarding local ports to other peers' services.
+//
+// This package only wires flags and config to packages node, overlay and
+// bootstrap; see ../../README.md for usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes of the CLI contract (DESIGN.md "CLI").
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes the command line args and returns the process exit code.
+func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(os.Stderr, "p2pnode: %s\n", oneLine(err))
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitRuntime
+}
+
+// usageError marks bad usage or bad input: exit code 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// usagef returns a usageError with a formatted message.
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// asUsage marks err, if not nil, as bad input.
+func asUsage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &usageError{err}
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "p2pnode",
+		Short: "Reach machines behind NATs by peer ID, and forward TCP services to them",
+		Long: `p2pnode makes this machine a peer of a libp2p overlay. Peers find each other
+through a Kademlia DHT, learn their reachability with AutoNAT, reserve slots
+on circuit relays when they are private, and upgrade relayed connections to
+direct ones by hole punching (DCUtR). A peer exposes local TCP services to
+chosen peers (serve); another forwards a local port to them (forward).`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.setup(cmd)
+		},
+	}
+	g.register(root)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &usageError{fmt.Errorf("%w (see --help)", err)}
+	})
+	root.AddCommand(
+		newInitCmd(g),
+		newIDCmd(g),
+		newBootstrapCmd(g),
+		newServeCmd(g),
+		newForwardCmd(g),
+	)
+	return root
+}
+
+// cobraArgs wraps a cobra argument validator so that its errors are usage
+// errors (exit 2).
+func cobraArgs(v cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := v(cmd, args); err != nil {
+			return usagef("%s: %v; usage: %s", cmd.Name(), err, cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// oneLine keeps an error message to one line on stderr, as the CLI contract
+// asks; multi-problem errors (a config file) keep their lines, indented.
+func oneLine(err error) string {
+	return err.Error()
+}

@@ -1,0 +1,164 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Backoff bounds for reconnecting to a bootstrap peer.
+const (
+	joinMinBackoff  = time.Second
+	joinMaxBackoff  = time.Minute
+	joinDialTimeout = 15 * time.Second
+	bootstrapTag    = "p2pnode-bootstrap"
+)
+
+// joiner keeps the node connected to its bootstrap peers: it dials each with
+// exponential backoff and jitter, redials when a connection drops, protects
+// those connections from the connection manager, and refreshes the DHT
+// routing table whenever a bootstrap peer comes (back) online.
+type joiner struct {
+	h     host.Host
+	kad   *dht.IpfsDHT
+	peers []peer.AddrInfo
+	log   *slog.Logger
+
+	firstConnected chan struct{}
+	once           sync.Once
+}
+
+func newJoiner(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, log *slog.Logger) *joiner {
+	j := &joiner{h: h, kad: kad, peers: peers, log: log, firstConnected: make(chan struct{})}
+	if len(peers) == 0 {
+		// Nothing to wait for: a standalone node is as joined as it gets.
+		close(j.firstConnected)
+	}
+	return j
+}
+
+func (j *joiner) run(ctx context.Context) {
+	sub, err := j.h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		j.log.Error("cannot watch connections; bootstrap peers are dialled once", "error", err)
+	}
+	wake := make(map[peer.ID]chan struct{}, len(j.peers))
+	for _, ai := range j.peers {
+		if ai.ID == j.h.ID() {
+			continue // a bootstrap node listed in its own list
+		}
+		wake[ai.ID] = make(chan struct{}, 1)
+	}
+	var wg sync.WaitGroup
+	for _, ai := range j.peers {
+		ch, ok := wake[ai.ID]
+		if !ok {
+			continue
+		}
+		j.h.ConnManager().Protect(ai.ID, bootstrapTag)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j.keep(ctx, ai, ch)
+		}()
+	}
+	if sub != nil {
+		defer sub.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				wg.Wait()
+				return
+			case e := <-sub.Out():
+				ev := e.(event.EvtPeerConnectednessChanged)
+				if ch, ok := wake[ev.Peer]; ok && ev.Connectedness != network.Connected {
+					j.log.Debug("bootstrap peer connectedness changed", "peer", ev.Peer, "connectedness", ev.Connectedness)
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}
+	wg.Wait()
+}
+
+// keep dials ai until connected, then sleeps until the connection drops.
+func (j *joiner) keep(ctx context.Context, ai peer.AddrInfo, disconnected <-chan struct{}) {
+	backoff := joinMinBackoff
+	for {
+		if j.h.Network().Connectedness(ai.ID) != network.Connected {
+			dctx, cancel := context.WithTimeout(ctx, joinDialTimeout)
+			err := j.h.Connect(dctx, ai)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				j.log.Warn("bootstrap peer unreachable, will retry", "peer", ai.ID, "retry_in", backoff.Round(time.Millisecond), "error", err)
+				if !sleep(ctx, backoff) {
+					return
+				}
+				backoff = min(2*backoff, joinMaxBackoff)
+				// Jitter spreads a fleet's redials after a bootstrap restart.
+				backoff += time.Duration(rand.Int64N(int64(backoff / 4)))
+				continue
+			}
+			j.log.Info("connected to bootstrap peer", "peer", ai.ID)
+			backoff = joinMinBackoff
+			j.once.Do(func() { close(j.firstConnected) })
+			if j.kad != nil {
+				// Non-blocking: the refresh result arrives on a channel we do
+				// not need; kad-dht logs its own failures.
+				_ = j.kad.RefreshRoutingTable()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-disconnected:
+		case <-time.After(30 * time.Second):
+			// A periodic look covers a missed event.
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (j *joiner) connectedCount() int {
+	n := 0
+	for _, ai := range j.peers {
+		if j.h.Network().Connectedness(ai.ID) == network.Connected {
+			n++
+		}
+	}
+	return n
+}
+
+// describe lists the bootstrap peers and how many are connected, for errors.
+func (j *joiner) describe() string {
+	var b strings.Builder
+	b.WriteString(describeAddrInfos(j.peers))
+	fmt.Fprintf(&b, "; connected to %d of %d", j.connectedCount(), len(j.peers))
+	return b.String()
+}

@@ -1,0 +1,189 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	msmux "github.com/multiformats/go-multistream"
+)
+
+// DefaultResponseTimeout is how long [Dial] waits for the listener's
+// response once the stream is open. It is longer than the listener's default
+// target dial timeout (10 s) so that a slow target is reported as "target
+// unreachable" by the listener rather than as a timeout here.
+const DefaultResponseTimeout = 20 * time.Second
+
+// DialOption configures [Dial]. Options return an error for invalid values,
+// which Dial returns before opening anything.
+type DialOption func(*dialConfig) error
+
+type dialConfig struct {
+	responseTimeout time.Duration
+	allowLimited    bool
+}
+
+// WithResponseTimeout sets how long Dial waits, after the stream is open, for
+// the listener's response; d must be positive. Default
+// [DefaultResponseTimeout]. The time to connect and open the stream is bounded
+// by Dial's context (and by go-libp2p's own stream negotiation timeout when
+// the context has no deadline).
+func WithResponseTimeout(d time.Duration) DialOption {
+	return func(c *dialConfig) error {
+		if d <= 0 {
+			return fmt.Errorf("response timeout must be positive, got %v", d)
+		}
+		c.responseTimeout = d
+		return nil
+	}
+}
+
+// WithAllowLimitedConn lets Dial use a limited (relayed) connection. Without
+// it, go-libp2p opens the stream only on a direct connection: if the only
+// connection is relayed, it waits for hole punching (DCUtR) or connection
+// reversal to produce a direct one, and fails if none appears in time. Relay
+// v2 reservations are limited in time and bytes (go-libp2p's relay service
+// defaults to 2 minutes and 128 KiB per direction), which is enough for a
+// short exchange but cuts most forwarded connections short.
+func WithAllowLimitedConn() DialOption {
+	return func(c *dialConfig) error {
+		c.allowLimited = true
+		return nil
+	}
+}
+
+// RefusedError is returned by [Dial] (and so by [Forwarder.Stdio]) when the
+// remote peer answered with a status other than ok. Message is the remote
+// peer's explanation, with control characters replaced by '?'.
+type RefusedError struct {
+	Peer    peer.ID
+	Service string
+	Status  Status
+	Message string
+}
+
+// Error returns, for example:
+//
+//	peer 12D3KooW...: service "ssh": denied: peer 12D3KooX... is not on the allow list of service "ssh"
+func (e *RefusedError) Error() string {
+	s := fmt.Sprintf("peer %s: service %q: %s", e.Peer, e.Service, e.Status)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Dial opens a forward stream to peer p for the named service and returns it
+// once the listener has answered ok; the caller then owns the stream, copies
+// bytes through it (for instance with [Pump]) and closes or resets it.
+//
+// ctx bounds the whole call: connecting (through h, so a routed host may
+// look p up on the DHT), opening the stream and waiting for the response.
+// The response wait is also bounded by [WithResponseTimeout]. The returned
+// stream has no deadline set.
+//
+// Errors: a refusal is a [*RefusedError] (use errors.As). A peer that does
+// not speak [ProtocolID] (it runs no p2pnode serve) yields an error saying
+// so; connection failures and timeouts are wrapped with %w.
+func Dial(ctx context.Context, h host.Host, p peer.ID, service string, opts ...DialOption) (network.Stream, error) {
+	cfg := dialConfig{responseTimeout: DefaultResponseTimeout}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if h == nil {
+		return nil, errors.New("overlay: Dial needs a host")
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("peer ID %q is not valid: %w", string(p), err)
+	}
+	if p == h.ID() {
+		return nil, fmt.Errorf("peer %s is this node itself; forward to another peer or connect to the service directly", p)
+	}
+	if err := checkName(service); err != nil {
+		return nil, fmt.Errorf("service name %q: %w", service, err)
+	}
+	if cfg.allowLimited {
+		ctx = network.WithAllowLimitedConn(ctx, "p2pnode forward")
+	}
+
+	s, err := h.NewStream(ctx, p, ProtocolID)
+	if err != nil {
+		if isNotSupported(err) {
+			return nil, notSupportedError(p)
+		}
+		return nil, fmt.Errorf("open a stream to peer %s: %w", p, err)
+	}
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("stream to peer %s refused by the local resource manager: %w", p, err)
+	}
+
+	// The deadline covers writing the request and reading the response.
+	// Cancelling ctx resets the stream, which unblocks both at once.
+	start := time.Now()
+	deadline := start.Add(cfg.responseTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := s.SetDeadline(deadline); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("set a deadline on the stream to peer %s: %w", p, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+
+	resp, err := exchange(s, service)
+	if !stop() {
+		return nil, fmt.Errorf("forward to peer %s: %w", p, ctx.Err())
+	}
+	if err != nil {
+		_ = s.Reset()
+		switch {
+		case isNotSupported(err):
+			return nil, notSupportedError(p)
+		case isTimeout(err):
+			return nil, fmt.Errorf("peer %s did not answer the forward request within %v: %w", p, time.Since(start).Round(100*time.Millisecond), err)
+		default:
+			return nil, fmt.Errorf("forward request to peer %s failed: %w", p, err)
+		}
+	}
+	if resp.Status != StatusOK {
+		_ = s.Close()
+		return nil, &RefusedError{Peer: p, Service: service, Status: resp.Status, Message: resp.Message}
+	}
+	if err := s.SetDeadline(time.Time{}); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("clear the deadline on the stream to peer %s: %w", p, err)
+	}
+	return s, nil
+}
+
+// exchange writes the request and reads the response.
+func exchange(s network.Stream, service string) (response, error) {
+	if err := writeRequest(s, request{Service: service}); err != nil {
+		return response{}, err
+	}
+	return readResponse(s)
+}
+
+func isNotSupported(err error) bool {
+	return errors.Is(err, msmux.ErrNotSupported[protocol.ID]{})
+}
+
+func notSupportedError(p peer.ID) error {
+	return fmt.Errorf("peer %s does not offer %s (is `p2pnode serve` running there, with a recent version?)", p, ProtocolID)
+}
+
+// isTimeout reports whether err is a deadline expiry (yamux, QUIC and the
+// net package all report it as a net.Error with Timeout true).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,344 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Default timeouts of a [Server].
+const (
+	// DefaultRequestTimeout bounds how long a Server waits for a request
+	// after a stream opens (and for writing its response).
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultDialTimeout bounds how long a Server tries to connect to a
+	// service's target before answering "target unreachable".
+	DefaultDialTimeout = 10 * time.Second
+)
+
+// ServerOption configures [NewServer]. Options return an error for invalid
+// values, which NewServer returns.
+type ServerOption func(*serverConfig) error
+
+type serverConfig struct {
+	log            *slog.Logger
+	requestTimeout time.Duration
+	dialTimeout    time.Duration
+}
+
+// WithLogger sets the logger for access decisions and failures. Default
+// slog.Default(); nil keeps the default.
+func WithLogger(l *slog.Logger) ServerOption {
+	return func(c *serverConfig) error {
+		if l != nil {
+			c.log = l
+		}
+		return nil
+	}
+}
+
+// WithRequestTimeout sets how long the server waits for a request once a
+// stream opens, and for writing its response; d must be positive. Default
+// [DefaultRequestTimeout]. A peer that sends no complete request in time is
+// answered "bad request" and its stream reset, so silent peers cannot hold
+// streams open.
+func WithRequestTimeout(d time.Duration) ServerOption {
+	return func(c *serverConfig) error {
+		if d <= 0 {
+			return fmt.Errorf("request timeout must be positive, got %v", d)
+		}
+		c.requestTimeout = d
+		return nil
+	}
+}
+
+// WithDialTimeout sets how long the server tries to connect to a service's
+// target; d must be positive. Default [DefaultDialTimeout]. Keep it below the
+// dialers' response timeout ([DefaultResponseTimeout]) so they see "target
+// unreachable" rather than a timeout.
+func WithDialTimeout(d time.Duration) ServerOption {
+	return func(c *serverConfig) error {
+		if d <= 0 {
+			return fmt.Errorf("dial timeout must be positive, got %v", d)
+		}
+		c.dialTimeout = d
+		return nil
+	}
+}
+
+// Server offers services over [ProtocolID] on a libp2p host: the listening
+// side of the forward protocol. Create it with [NewServer]; stop it with
+// [Server.Close].
+type Server struct {
+	host     host.Host
+	list     []Service                       // as given, for Services
+	services map[string]Service              // by name
+	allow    map[string]map[peer.ID]struct{} // by service name
+	cfg      serverConfig
+	ctx      context.Context // cancelled by Close; aborts target dials
+	cancel   context.CancelFunc
+
+	mu      sync.Mutex
+	closed  bool                        // guarded by mu
+	streams map[network.Stream]struct{} // open streams; guarded by mu
+	wg      sync.WaitGroup              // one per running handler
+}
+
+// NewServer validates services (see [ValidateServices]) and registers the
+// forward protocol's stream handler on h. From then on, a peer may reach a
+// service if it is on the service's allow list or the service is Public.
+// Service values are copied; later changes to the slice have no effect.
+//
+// It fails if the services are invalid, an option is invalid, or h already
+// has a handler for [ProtocolID] (two servers on one host would silently
+// replace each other).
+func NewServer(h host.Host, services []Service, opts ...ServerOption) (*Server, error) {
+	if h == nil {
+		return nil, errors.New("overlay: NewServer needs a host")
+	}
+	cfg := serverConfig{
+		log:            slog.Default(),
+		requestTimeout: DefaultRequestTimeout,
+		dialTimeout:    DefaultDialTimeout,
+	}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if err := ValidateServices(services); err != nil {
+		return nil, fmt.Errorf("invalid services:\n%w", err)
+	}
+	if slices.Contains(h.Mux().Protocols(), ProtocolID) {
+		return nil, fmt.Errorf("this host already has a handler for %s; close the other Server first", ProtocolID)
+	}
+	s := &Server{
+		host:     h,
+		services: make(map[string]Service, len(services)),
+		allow:    make(map[string]map[peer.ID]struct{}, len(services)),
+		cfg:      cfg,
+		streams:  make(map[network.Stream]struct{}),
+	}
+	for _, svc := range services {
+		svc = svc.clone()
+		s.list = append(s.list, svc)
+		s.services[svc.Name] = svc
+		set := make(map[peer.ID]struct{}, len(svc.Allow))
+		for _, p := range svc.Allow {
+			set[p] = struct{}{}
+		}
+		s.allow[svc.Name] = set
+		if !svc.Public && len(svc.Allow) == 0 {
+			cfg.log.Warn("service has an empty allow list and is not public: no peer can use it",
+				"service", svc.Name, "target", svc.Target)
+		}
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	h.SetStreamHandler(ProtocolID, s.handle)
+	return s, nil
+}
+
+// Services returns a copy of the services this server offers.
+func (s *Server) Services() []Service {
+	out := make([]Service, len(s.list))
+	for i, svc := range s.list {
+		out[i] = svc.clone()
+	}
+	return out
+}
+
+// Close removes the stream handler, aborts target dials, resets every open
+// forward stream (the TCP connections to targets are reset with them) and
+// waits for the server's handlers to return. It is safe to call more than
+// once; it always returns nil.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	open := make([]network.Stream, 0, len(s.streams))
+	for str := range s.streams {
+		open = append(open, str)
+	}
+	s.mu.Unlock()
+
+	s.host.RemoveStreamHandler(ProtocolID)
+	s.cancel()
+	for _, str := range open {
+		_ = str.Reset()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// track registers a handler; it returns false once Close has begun.
+func (s *Server) track(str network.Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.streams[str] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(str network.Stream) {
+	s.mu.Lock()
+	delete(s.streams, str)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// handle serves one stream. go-libp2p calls it on a goroutine of its own
+// after protocol negotiation; Close waits for it through s.wg.
+func (s *Server) handle(str network.Stream) {
+	if !s.track(str) {
+		_ = str.Reset()
+		return
+	}
+	defer s.untrack(str)
+
+	remote := str.Conn().RemotePeer()
+	log := s.cfg.log.With("peer", remote)
+
+	if err := str.Scope().SetService(ServiceName); err != nil {
+		log.Warn("forward stream refused by the resource manager", "err", err)
+		_ = str.Reset()
+		return
+	}
+	// One deadline for reading the request and writing the response; the
+	// target dial has its own timeout.
+	if err := str.SetDeadline(time.Now().Add(s.cfg.requestTimeout)); err != nil {
+		log.Debug("cannot set a deadline on the forward stream", "err", err)
+		_ = str.Reset()
+		return
+	}
+
+	req, err := readRequest(str)
+	if err != nil {
+		switch {
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, network.ErrReset):
+			log.Debug("forward stream ended before its request", "err", err)
+			_ = str.Reset()
+		case isTimeout(err):
+			log.Info("forward request not received in time", "timeout", s.cfg.requestTimeout)
+			s.reject(str, StatusBadRequest, fmt.Sprintf("no request received within %v", s.cfg.requestTimeout))
+		default:
+			log.Info("bad forward request", "err", err)
+			s.reject(str, StatusBadRequest, err.Error())
+		}
+		return
+	}
+	log = log.With("service", req.Service)
+
+	svc, ok := s.services[req.Service]
+	if !ok {
+		// Say nothing about which services exist: the peer may be allowed
+		// none of them.
+		log.Info("forward refused: no such service")
+		s.refuse(str, StatusNoSuchService, fmt.Sprintf("this peer offers no service %q", req.Service))
+		return
+	}
+	if _, allowed := s.allow[svc.Name][remote]; !allowed && !svc.Public {
+		log.Warn("forward denied: peer is not on the allow list")
+		s.refuse(str, StatusDenied, fmt.Sprintf("peer %s is not on the allow list of service %q", remote, svc.Name))
+		return
+	}
+
+	// The only address ever dialled is the exposed Target of a service that
+	// exists; nothing in the request can change it.
+	dialer := net.Dialer{Timeout: s.cfg.dialTimeout}
+	conn, err := dialer.DialContext(s.ctx, "tcp", svc.Target)
+	if err != nil {
+		cause := dialCause(err, s.cfg.dialTimeout)
+		log.Warn("forward failed: target unreachable", "target", svc.Target, "err", err)
+		s.refuse(str, StatusUnreachable, fmt.Sprintf("target %s of service %q is unreachable: %s", svc.Target, svc.Name, cause))
+		return
+	}
+	if err := writeResponse(str, response{Status: StatusOK}); err != nil {
+		log.Info("forward stream failed before the response was sent", "err", err)
+		reset(conn)
+		_ = str.Reset()
+		return
+	}
+	if err := str.SetDeadline(time.Time{}); err != nil {
+		log.Info("cannot clear the deadline on the forward stream", "err", err)
+		reset(conn)
+		_ = str.Reset()
+		return
+	}
+
+	log.Info("forwarding", "target", svc.Target)
+	start := time.Now()
+	err = Pump(netHalfConn(conn), str)
+	if err != nil {
+		log.Info("forwarded connection aborted", "target", svc.Target, "duration", time.Since(start).Round(time.Millisecond), "err", err)
+	} else {
+		log.Debug("forwarded connection closed", "target", svc.Target, "duration", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// refuse answers a well-formed request that cannot be served, then closes
+// the stream gracefully so the response is delivered.
+func (s *Server) refuse(str network.Stream, st Status, msg string) {
+	if err := writeResponse(str, response{Status: st, Message: msg}); err != nil {
+		_ = str.Reset()
+		return
+	}
+	_ = str.Close()
+}
+
+// reject answers a malformed or late request and resets the stream: the
+// peer may still be sending (an oversize header) and nothing it sends is
+// read. The close-write before the reset lets the response reach a peer that
+// is reading; over yamux the reset then only aborts the peer's sending side.
+func (s *Server) reject(str network.Stream, st Status, msg string) {
+	_ = writeResponse(str, response{Status: st, Message: msg})
+	_ = str.CloseWrite()
+	_ = str.Reset()
+}
+
+// dialCause turns a net.Dial error into the short reason shown to the
+// remote peer: "connection refused", "no answer within 10s", or the
+// innermost error text (which does not repeat the target address).
+func dialCause(err error, timeout time.Duration) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.Canceled):
+		return "the serving peer is shutting down"
+	case isTimeout(err):
+		return fmt.Sprintf("no answer within %v", timeout)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return dnsErr.Error()
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		inner := opErr.Err
+		for {
+			u := errors.Unwrap(inner)
+			if u == nil {
+				break
+			}
+			inner = u
+		}
+		return inner.Error()
+	}
+	return err.Error()
+}
