@@ -79,9 +79,9 @@ const markerDir = "/run/netlab"
 // nsPrefix starts every lab namespace name; the lab ID follows.
 const nsPrefix = "nl"
 
-// Lab is one test's small internet. Its methods may be called from parallel
-// subtests; they fail the test given to New on a setup error, so call them
-// from a test goroutine.
+// Lab is one test's small internet. Its methods are safe for concurrent use,
+// but a setup error fails the test given to New (FailNow), so add hosts and
+// sites from that test's goroutine, before starting subtests.
 type Lab struct {
 	tb     testing.TB
 	id     string // random, hex; part of every namespace name
@@ -448,7 +448,7 @@ func (l *Lab) reserve(kind, name string) {
 	l.names[key] = true
 }
 
-// attachPublic plugs ns into the public bridge as eth0 (or ifname) with the
+// attachPublic plugs ns into the public bridge as ifname with the
 // next public address, and routes the lab's other public subnets. Caller
 // holds l.mu.
 func (l *Lab) attachPublic(ns, ifname string) net.IP {

@@ -194,11 +194,11 @@ func (l *Lab) mustNFT(ns, ruleset string) {
 // Symmetric (edm) is `masquerade fully-random`: each new flow (each
 // destination ip:port) gets a random external port.
 func (s *Site) ruleset() string {
-	verdict := "drop"
+	deny := "\t\tiifname \"wan\" drop\n"
 	if s.Reject {
-		// tcp reset for TCP; for everything else the default reject, ICMP
+		// TCP reset for TCP; for everything else the default reject, ICMP
 		// port unreachable.
-		verdict = "meta l4proto tcp reject with tcp reset\n\t\tiifname \"wan\" reject"
+		deny = "\t\tiifname \"wan\" meta l4proto tcp reject with tcp reset\n\t\tiifname \"wan\" reject\n"
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table ip netlab {\n")
@@ -235,15 +235,13 @@ func (s *Site) ruleset() string {
 		type filter hook forward priority filter; policy accept;
 		ct state established,related accept
 		ct state invalid drop
-%s		iifname "wan" %s
-	}
+%s%s	}
 	chain input {
 		type filter hook input priority filter; policy accept;
 		iifname "wan" ct state established,related accept
-		iifname "wan" %s
-	}
+%s	}
 }
-`, dnatAccept, verdict, verdict)
+`, dnatAccept, deny, deny)
 	return b.String()
 }
 
