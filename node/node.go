@@ -16,7 +16,6 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
-	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -26,6 +25,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -103,6 +103,12 @@ type Config struct {
 	ConnLowWater, ConnHighWater int
 	// Logger receives the node's own logs; default slog.Default().
 	Logger *slog.Logger
+	// ReserveRelays makes the node hold circuit relay v2 reservations on its
+	// bootstrap peers while it has no confirmed public address, and publish
+	// the /p2p-circuit addresses, so that peers can reach it by peer ID
+	// behind a NAT. For a serving node; a bootstrap node or a short-lived
+	// forward does not need it.
+	ReserveRelays bool
 	// HostOptions are extra libp2p options a role adds (see package bootstrap).
 	HostOptions []libp2p.Option
 }
@@ -121,6 +127,10 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	join   *joiner
+	rsv    *reserver
+
+	punchMu   sync.Mutex
+	lastPunch map[peer.ID]time.Time
 }
 
 // New builds the host and starts joining the network through the bootstrap
@@ -159,7 +169,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("connection manager: %w", err)
 	}
 
-	n := &Node{cfg: cfg, log: cfg.Logger}
+	n := &Node{cfg: cfg, log: cfg.Logger, lastPunch: make(map[peer.ID]time.Time)}
 	var kad *dht.IpfsDHT
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
@@ -176,6 +186,7 @@ func New(cfg Config) (*Node, error) {
 		libp2p.EnableAutoNATv2(),
 		libp2p.EnableRelay(),
 		libp2p.EnableHolePunching(),
+		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
 		libp2p.EnableAutoRelayWithPeerSource(n.relayCandidates),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error
@@ -189,6 +200,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.NATPortMap {
 		opts = append(opts, libp2p.NATPortMap())
+	}
+	if cfg.ReserveRelays {
+		n.rsv = newReserver(cfg.BootstrapPeers, cfg.Logger)
+		opts = append(opts, libp2p.AddrsFactory(n.rsv.addrsFactory))
 	}
 	opts = append(opts, cfg.HostOptions...)
 
@@ -208,6 +223,13 @@ func New(cfg Config) (*Node, error) {
 		defer n.wg.Done()
 		n.join.run(ctx)
 	}()
+	if n.rsv != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.rsv.run(ctx, h)
+		}()
+	}
 	return n, nil
 }
 
@@ -300,35 +322,6 @@ func (n *Node) WaitBootstrap(ctx context.Context) (int, error) {
 	}
 }
 
-// Connect makes sure there is a connection to p, finding its addresses in the
-// DHT when none are known. The error says which bootstrap peers the lookup
-// went through, so that a user can tell "peer offline" from "not joined".
-func (n *Node) Connect(ctx context.Context, p peer.ID) error {
-	if p == n.Host.ID() {
-		return fmt.Errorf("peer %s is this node itself", p)
-	}
-	if n.Host.Network().Connectedness(p) == network.Connected {
-		return nil
-	}
-	// Waiting for one bootstrap peer first turns "routing table empty" into a
-	// lookup that can succeed.
-	if _, err := n.WaitBootstrap(ctx); err != nil {
-		return fmt.Errorf("cannot look up peer %s: %w", p, err)
-	}
-	if err := n.waitRoutingTable(ctx); err != nil {
-		return fmt.Errorf("cannot look up peer %s: no DHT server in the routing table (bootstrap peers %s): %w", p, n.join.describe(), err)
-	}
-	err := n.Host.Connect(ctx, peer.AddrInfo{ID: p})
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, routing.ErrNotFound) || errors.Is(err, kb.ErrLookupFailure) || ctx.Err() != nil {
-		return fmt.Errorf("peer %s not found in the DHT (asked through bootstrap peers %s); is it running and joined to the same bootstrap peers?: %w",
-			p, n.join.describe(), err)
-	}
-	return fmt.Errorf("connect to peer %s: %w", p, err)
-}
-
 // waitRoutingTable waits until the DHT routing table holds a peer. A
 // connected bootstrap peer enters the table only once identify has shown
 // that it speaks the DHT protocol, a few milliseconds after the connection;
@@ -347,6 +340,15 @@ func (n *Node) waitRoutingTable(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Reservations returns the relay reservations the node holds now (none
+// unless Config.ReserveRelays).
+func (n *Node) Reservations() []Reservation {
+	if n.rsv == nil {
+		return nil
+	}
+	return n.rsv.Reservations()
 }
 
 // Close stops joining, the DHT and the host.

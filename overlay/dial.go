@@ -148,6 +148,8 @@ func Dial(ctx context.Context, h host.Host, p peer.ID, service string, opts ...D
 		switch {
 		case isNotSupported(err):
 			return nil, notSupportedError(p)
+		case isRemoteLimit(err):
+			return nil, fmt.Errorf("peer %s refused the stream because its resource limits are reached; try again later: %w", p, err)
 		case isTimeout(err):
 			return nil, fmt.Errorf("peer %s did not answer the forward request within %v: %w", p, time.Since(start).Round(100*time.Millisecond), err)
 		default:
@@ -173,8 +175,20 @@ func exchange(s network.Stream, service string) (response, error) {
 	return readResponse(s)
 }
 
+// isNotSupported reports whether the remote peer rejected ProtocolID. With
+// lazy negotiation (go-libp2p opens the stream optimistically when identify
+// said the peer speaks the protocol) the rejection may arrive as an "na"
+// answer or, when the peer's muxer then chokes on our request bytes, as a
+// stream reset with code StreamProtocolNegotiationFailed.
 func isNotSupported(err error) bool {
-	return errors.Is(err, msmux.ErrNotSupported[protocol.ID]{})
+	return errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}) ||
+		errors.Is(err, &network.StreamError{ErrorCode: network.StreamProtocolNegotiationFailed, Remote: true})
+}
+
+// isRemoteLimit reports whether the remote peer's resource manager refused
+// the stream.
+func isRemoteLimit(err error) bool {
+	return errors.Is(err, &network.StreamError{ErrorCode: network.StreamResourceLimitExceeded, Remote: true})
 }
 
 func notSupportedError(p peer.ID) error {

@@ -37,18 +37,22 @@ func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 // pumped returns two TCP connections x and y whose far ends are joined by
 // Pump, and a channel with Pump's result: bytes written to x come out of y
 // and the other way round.
-func pumped(t *testing.T) (x, y *net.TCPConn, result <-chan error) {
+func pumped(t *testing.T) (x, y *net.TCPConn, res <-chan error) {
 	t.Helper()
 	x, px := tcpPair(t)
 	y, py := tcpPair(t)
-	done := make(chan error, 1)
-	go func() { done <- Pump(px, py) }()
+	result := make(chan error, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		result <- Pump(px, py)
+	}()
 	t.Cleanup(func() {
 		_ = px.Close()
 		_ = py.Close()
-		<-done
+		<-finished
 	})
-	return x, y, done
+	return x, y, result
 }
 
 func waitPump(t *testing.T, result <-chan error) error {

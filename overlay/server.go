@@ -220,9 +220,10 @@ func (s *Server) handle(str network.Stream) {
 		_ = str.Reset()
 		return
 	}
-	// One deadline for reading the request and writing the response; the
-	// target dial has its own timeout.
-	if err := str.SetDeadline(time.Now().Add(s.cfg.requestTimeout)); err != nil {
+	// The request must arrive within requestTimeout; each response write
+	// gets its own deadline (see respond), and the target dial its own
+	// timeout.
+	if err := str.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout)); err != nil {
 		log.Debug("cannot set a deadline on the forward stream", "err", err)
 		_ = str.Reset()
 		return
@@ -269,7 +270,7 @@ func (s *Server) handle(str network.Stream) {
 		s.refuse(str, StatusUnreachable, fmt.Sprintf("target %s of service %q is unreachable: %s", svc.Target, svc.Name, cause))
 		return
 	}
-	if err := writeResponse(str, response{Status: StatusOK}); err != nil {
+	if err := s.respond(str, response{Status: StatusOK}); err != nil {
 		log.Info("forward stream failed before the response was sent", "err", err)
 		reset(conn)
 		_ = str.Reset()
@@ -295,21 +296,41 @@ func (s *Server) handle(str network.Stream) {
 // refuse answers a well-formed request that cannot be served, then closes
 // the stream gracefully so the response is delivered.
 func (s *Server) refuse(str network.Stream, st Status, msg string) {
-	if err := writeResponse(str, response{Status: st, Message: msg}); err != nil {
+	if err := s.respond(str, response{Status: st, Message: msg}); err != nil {
 		_ = str.Reset()
 		return
 	}
 	_ = str.Close()
 }
 
-// reject answers a malformed or late request and resets the stream: the
-// peer may still be sending (an oversize header) and nothing it sends is
-// read. The close-write before the reset lets the response reach a peer that
-// is reading; over yamux the reset then only aborts the peer's sending side.
+// reject answers a malformed or late request and aborts the peer's sending
+// side: the peer may still be sending (an oversize header) and nothing more
+// is read. The response and a close-write go first so that a reading peer
+// gets the reason. How to then stop the peer's writes depends on the muxer:
+//   - native stream transports (QUIC, WebTransport; ConnState reports no
+//     StreamMultiplexer): CloseRead sends STOP_SENDING, which fails the
+//     peer's writes, while a reset would also cancel the reliable delivery
+//     of the response already written (RFC 9000 sections 3.1 and 3.5);
+//   - yamux: CloseRead is local only, so a reset tells the peer. Frames
+//     arrive in order, so the peer has seen the response and the FIN before
+//     the reset, and the reset only aborts its sending side.
 func (s *Server) reject(str network.Stream, st Status, msg string) {
-	_ = writeResponse(str, response{Status: st, Message: msg})
+	_ = s.respond(str, response{Status: st, Message: msg})
 	_ = str.CloseWrite()
-	_ = str.Reset()
+	_ = str.CloseRead()
+	if str.Conn().ConnState().StreamMultiplexer != "" {
+		_ = str.Reset()
+	}
+}
+
+// respond writes resp under a write deadline of requestTimeout, so a peer
+// that stops reading (and lets the flow-control window fill) cannot hold the
+// handler.
+func (s *Server) respond(str network.Stream, resp response) error {
+	if err := str.SetWriteDeadline(time.Now().Add(s.cfg.requestTimeout)); err != nil {
+		return err
+	}
+	return writeResponse(str, resp)
 }
 
 // dialCause turns a net.Dial error into the short reason shown to the

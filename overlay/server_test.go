@@ -17,12 +17,18 @@ import (
 )
 
 func TestServerAccessControl(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testServerAccessControl(t, tr) })
+	}
+}
+
+func testServerAccessControl(t *testing.T, transport string) {
 	echoAddr := startTarget(t, echo)
 	spyAddr, spyAccepts := startSpy(t)
 	downAddr := closedPort(t)
 	stranger := randomPeer(t)
 
-	f := newFixture(t, "tcp", func(client peer.ID) []Service {
+	f := newFixture(t, transport, func(client peer.ID) []Service {
 		return []Service{
 			{Name: "echo", Target: echoAddr, Allow: []peer.ID{client}},
 			{Name: "public", Target: echoAddr, Public: true},
@@ -125,10 +131,16 @@ func rawStream(t *testing.T, f *fixture) network.Stream {
 }
 
 func TestServerRejectsBadRequests(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testServerRejectsBadRequests(t, tr) })
+	}
+}
+
+func testServerRejectsBadRequests(t *testing.T, transport string) {
 	const requestTimeout = 300 * time.Millisecond
 	spyAddr, spyAccepts := startSpy(t)
 	echoAddr := startTarget(t, echo)
-	f := newFixture(t, "tcp", func(client peer.ID) []Service {
+	f := newFixture(t, transport, func(client peer.ID) []Service {
 		return []Service{{Name: "echo", Target: echoAddr, Public: true}}
 	}, WithRequestTimeout(requestTimeout))
 

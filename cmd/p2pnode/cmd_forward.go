@@ -111,13 +111,19 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 
 	ctx := cmd.Context()
 	cctx, cancel := context.WithTimeout(ctx, a.timeout)
-	err = n.Connect(cctx, p)
+	path, err := n.Connect(cctx, p)
 	cancel()
 	if err != nil {
 		return err
 	}
+	g.logger.Info("connected", "peer", p, "path", path)
 	n.Host.ConnManager().Protect(p, "p2pnode-forward")
-	fw := &overlay.Forwarder{Host: n.Host, Peer: p, Service: svc, Logger: g.logger}
+	fw := &overlay.Forwarder{
+		Host: n.Host, Peer: p, Service: svc, Logger: g.logger,
+		// Streams go over a direct connection when there is one; the
+		// relayed one carries them only when hole punching failed.
+		DialOptions: []overlay.DialOption{overlay.WithAllowLimitedConn()},
+	}
 
 	if a.stdio {
 		return fw.Stdio(ctx, os.Stdin, os.Stdout)

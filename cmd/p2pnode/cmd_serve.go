@@ -109,6 +109,7 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 		return err
 	}
 	cfg.Identity = key
+	cfg.ReserveRelays = true
 
 	n, err := node.New(cfg)
 	if err != nil {

@@ -1,0 +1,228 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+const (
+	// dcutrReadyTimeout bounds the wait for this node's /libp2p/dcutr
+	// handler. go-libp2p registers it only once identify has reported a
+	// public observed address, polling every 250 ms at first.
+	dcutrReadyTimeout = 3 * time.Second
+	// punchTimeout bounds the wait for DCUtR's direct connection after a
+	// relayed one (one RTT to sync plus the simultaneous dials).
+	punchTimeout = 5 * time.Second
+	// punchRetryInterval keeps a forward whose punches fail from redialing
+	// the relay for every TCP connection it carries.
+	punchRetryInterval = 30 * time.Second
+)
+
+// Path says how this node is connected to a peer.
+type Path string
+
+const (
+	// PathNone: no connection.
+	PathNone Path = "none"
+	// PathDirect: at least one connection that does not go through a relay.
+	PathDirect Path = "direct"
+	// PathRelayed: only limited connections through a circuit relay.
+	PathRelayed Path = "relayed"
+)
+
+// PathTo reports whether this node has a direct or only a relayed connection
+// to p.
+func (n *Node) PathTo(p peer.ID) Path {
+	switch n.Host.Network().Connectedness(p) {
+	case network.Connected:
+		return PathDirect
+	case network.Limited:
+		return PathRelayed
+	default:
+		return PathNone
+	}
+}
+
+// Connect makes sure there is a connection to p, finding its addresses in the
+// DHT when none are known, and returns the path it got. When p is reachable
+// only through a relay, Connect waits (bounded) for DCUtR hole punching to
+// turn that into a direct connection; if the punch fails it returns
+// PathRelayed and no error, and a later Connect punches again.
+//
+// The error says which bootstrap peers the lookup went through, so that a
+// user can tell "peer offline" from "not joined".
+func (n *Node) Connect(ctx context.Context, p peer.ID) (Path, error) {
+	if p == n.Host.ID() {
+		return PathNone, fmt.Errorf("peer %s is this node itself", p)
+	}
+	switch n.PathTo(p) {
+	case PathDirect:
+		return PathDirect, nil
+	case PathRelayed:
+		return n.upgrade(ctx, p), nil
+	}
+	// Waiting for a bootstrap peer first turns "routing table empty" into a
+	// lookup that can succeed.
+	if _, err := n.WaitBootstrap(ctx); err != nil {
+		return PathNone, fmt.Errorf("cannot look up peer %s: %w", p, err)
+	}
+	if err := n.waitRoutingTable(ctx); err != nil {
+		return PathNone, fmt.Errorf("cannot look up peer %s: no DHT server in the routing table (bootstrap peers %s): %w", p, n.join.describe(), err)
+	}
+	lctx := network.WithAllowLimitedConn(ctx, "p2pnode: relayed connection, upgraded by DCUtR")
+	err := n.Host.Connect(lctx, peer.AddrInfo{ID: p})
+	if err != nil {
+		if errors.Is(err, routing.ErrNotFound) || errors.Is(err, kb.ErrLookupFailure) || ctx.Err() != nil {
+			return PathNone, fmt.Errorf("peer %s not found in the DHT (asked through bootstrap peers %s); is it running and joined to the same bootstrap peers?: %w",
+				p, n.join.describe(), err)
+		}
+		return PathNone, fmt.Errorf("connect to peer %s: %w", p, err)
+	}
+	if n.PathTo(p) == PathDirect {
+		return PathDirect, nil
+	}
+	return n.upgrade(ctx, p), nil
+}
+
+// upgrade tries to turn a relayed connection to p into a direct one with
+// DCUtR. The hole punch is started by the peer that received the relayed
+// connection, and only if this node's /libp2p/dcutr handler is registered
+// when it asks (go-libp2p issue #3024: nothing retries). So: wait for the
+// handler, give the punch in flight a chance, and if there is still no direct
+// connection, redial through the relay so that the remote punches again.
+func (n *Node) upgrade(ctx context.Context, p peer.ID) Path {
+	n.punchMu.Lock()
+	defer n.punchMu.Unlock()
+	if n.PathTo(p) == PathDirect {
+		return PathDirect
+	}
+	if last, ok := n.lastPunch[p]; ok && time.Since(last) < punchRetryInterval {
+		return n.PathTo(p)
+	}
+	n.lastPunch[p] = time.Now()
+
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, dcutrReadyTimeout)
+	ready := n.waitProtocol(wctx, holepunch.Protocol)
+	cancel()
+	if !ready {
+		n.log.Warn("cannot hole punch: no public address observed for this node yet; staying relayed", "peer", p)
+		return n.PathTo(p)
+	}
+	if n.waitDirect(ctx, p, 500*time.Millisecond) {
+		n.log.Info("direct connection by hole punching", "peer", p, "took", time.Since(start).Round(time.Millisecond))
+		return PathDirect
+	}
+	circuits := n.circuitAddrs(p)
+	if len(circuits) == 0 {
+		return n.PathTo(p)
+	}
+	// Redial through the relay: the remote sees a new inbound relayed
+	// connection and starts DCUtR, now that our handler is there.
+	for _, c := range n.Host.Network().ConnsToPeer(p) {
+		if c.Stat().Limited {
+			c.Close()
+		}
+	}
+	lctx, lcancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "p2pnode: hole punch"), punchTimeout)
+	defer lcancel()
+	if err := n.Host.Connect(lctx, peer.AddrInfo{ID: p, Addrs: circuits}); err != nil {
+		n.log.Warn("relay redial for hole punching failed", "peer", p, "error", err)
+		return n.PathTo(p)
+	}
+	if n.waitDirect(lctx, p, punchTimeout) {
+		n.log.Info("direct connection by hole punching", "peer", p, "took", time.Since(start).Round(time.Millisecond))
+		return PathDirect
+	}
+	n.log.Warn("hole punch failed; carrying data through the relay", "peer", p)
+	return n.PathTo(p)
+}
+
+// circuitAddrs returns p's known /p2p-circuit addresses.
+func (n *Node) circuitAddrs(p peer.ID) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, a := range n.Host.Peerstore().Addrs(p) {
+		if isRelayAddr(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// waitDirect waits up to d for a direct connection to p.
+func (n *Node) waitDirect(ctx context.Context, p peer.ID, d time.Duration) bool {
+	sub, err := n.Host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		return n.PathTo(p) == PathDirect
+	}
+	defer sub.Close()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for n.PathTo(p) != PathDirect {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return false
+		case <-sub.Out():
+		}
+	}
+	return true
+}
+
+// waitProtocol waits until this node has a handler for proto.
+func (n *Node) waitProtocol(ctx context.Context, proto protocol.ID) bool {
+	has := func() bool { return slices.Contains(n.Host.Mux().Protocols(), proto) }
+	sub, err := n.Host.EventBus().Subscribe(new(event.EvtLocalProtocolsUpdated))
+	if err != nil {
+		return has()
+	}
+	defer sub.Close()
+	for !has() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-sub.Out():
+		}
+	}
+	return true
+}
+
+// dialRanker is go-libp2p's DefaultDialRanker, except that relay addresses
+// wait swarm.RelayDelay behind the direct ones whenever there are any, not
+// only when there are public ones. Without that, a peer on the same LAN (or
+// loopback) that also publishes a circuit address is often reached through
+// the relay first, because a stream over the existing relay connection beats
+// a fresh TCP handshake. A direct dial that fails at once (no route) does not
+// hold the relay back: the swarm dials the next address as soon as none is
+// in flight.
+func dialRanker(addrs []ma.Multiaddr) []network.AddrDelay {
+	ranked := swarm.DefaultDialRanker(addrs)
+	if !slices.ContainsFunc(addrs, func(a ma.Multiaddr) bool { return !isRelayAddr(a) }) {
+		return ranked
+	}
+	for i := range ranked {
+		if isRelayAddr(ranked[i].Addr) && ranked[i].Delay < swarm.RelayDelay {
+			ranked[i].Delay += swarm.RelayDelay
+		}
+	}
+	return ranked
+}
+
+func isRelayAddr(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
+}
