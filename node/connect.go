@@ -24,8 +24,16 @@ const (
 	// public observed address, polling every 250 ms at first.
 	dcutrReadyTimeout = 3 * time.Second
 	// punchTimeout bounds the wait for DCUtR's direct connection after a
-	// relayed one (one RTT to sync plus the simultaneous dials).
-	punchTimeout = 5 * time.Second
+	// relayed one: the remote first tries a direct dial to our public
+	// addresses (connection reversal, up to directDialTimeout), then DCUtR
+	// makes up to 3 attempts (go-libp2p's maxRetries), each one RTT to sync
+	// plus simultaneous dials bounded by directDialTimeout.
+	punchTimeout = 4*directDialTimeout + 2*time.Second
+	// directDialTimeout bounds go-libp2p's connection reversal attempt and
+	// each hole punch dial (holepunch.DirectDialTimeout; its default is
+	// 10 s). Behind a firewall that drops, the reversal can only time out,
+	// and DCUtR waits for it.
+	directDialTimeout = 2 * time.Second
 	// punchRetryInterval keeps a forward whose punches fail from redialing
 	// the relay for every TCP connection it carries.
 	punchRetryInterval = 30 * time.Second
@@ -115,40 +123,49 @@ func (n *Node) upgrade(ctx context.Context, p peer.ID) Path {
 	n.lastPunch[p] = time.Now()
 
 	start := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, dcutrReadyTimeout)
-	ready := n.waitProtocol(wctx, holepunch.Protocol)
-	cancel()
-	if !ready {
-		n.log.Warn("cannot hole punch: no public address observed for this node yet; staying relayed", "peer", p)
-		return n.PathTo(p)
-	}
-	if n.waitDirect(ctx, p, 500*time.Millisecond) {
-		n.log.Info("direct connection by hole punching", "peer", p, "took", time.Since(start).Round(time.Millisecond))
-		return PathDirect
-	}
-	circuits := n.circuitAddrs(p)
-	if len(circuits) == 0 {
-		return n.PathTo(p)
-	}
-	// Redial through the relay: the remote sees a new inbound relayed
-	// connection and starts DCUtR, now that our handler is there.
-	for _, c := range n.Host.Network().ConnsToPeer(p) {
-		if c.Stat().Limited {
-			c.Close()
+	hadHandler := n.hasProtocol(holepunch.Protocol)
+	if !hadHandler {
+		wctx, cancel := context.WithTimeout(ctx, dcutrReadyTimeout)
+		ready := n.waitProtocol(wctx, holepunch.Protocol)
+		cancel()
+		if !ready {
+			n.log.Warn("cannot hole punch: no public address observed for this node yet; staying relayed", "peer", p)
+			return n.PathTo(p)
 		}
 	}
-	lctx, lcancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "p2pnode: hole punch"), punchTimeout)
-	defer lcancel()
-	if err := n.Host.Connect(lctx, peer.AddrInfo{ID: p, Addrs: circuits}); err != nil {
-		n.log.Warn("relay redial for hole punching failed", "peer", p, "error", err)
-		return n.PathTo(p)
+	pctx, pcancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "p2pnode: hole punch"), punchTimeout)
+	defer pcancel()
+	if !hadHandler {
+		// The remote asked for DCUtR when the relayed connection opened,
+		// before our handler existed, and will not ask again on that
+		// connection. A new relayed connection makes it ask again (an
+		// attempt still in flight, say a connection reversal, carries on:
+		// go-libp2p runs one attempt per peer at a time).
+		if err := n.redialRelayed(pctx, p); err != nil {
+			n.log.Warn("relay redial for hole punching failed", "peer", p, "error", err)
+			return n.PathTo(p)
+		}
 	}
-	if n.waitDirect(lctx, p, punchTimeout) {
+	if n.waitDirect(pctx, p, punchTimeout) {
 		n.log.Info("direct connection by hole punching", "peer", p, "took", time.Since(start).Round(time.Millisecond))
 		return PathDirect
 	}
 	n.log.Warn("hole punch failed; carrying data through the relay", "peer", p)
 	return n.PathTo(p)
+}
+
+// redialRelayed replaces the relayed connections to p by a new one.
+func (n *Node) redialRelayed(ctx context.Context, p peer.ID) error {
+	circuits := n.circuitAddrs(p)
+	if len(circuits) == 0 {
+		return errors.New("no circuit address known")
+	}
+	for _, c := range n.Host.Network().ConnsToPeer(p) {
+		if c.Stat().Limited {
+			c.Close()
+		}
+	}
+	return n.Host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: circuits})
 }
 
 // circuitAddrs returns p's known /p2p-circuit addresses.
@@ -183,9 +200,13 @@ func (n *Node) waitDirect(ctx context.Context, p peer.ID, d time.Duration) bool 
 	return true
 }
 
+func (n *Node) hasProtocol(proto protocol.ID) bool {
+	return slices.Contains(n.Host.Mux().Protocols(), proto)
+}
+
 // waitProtocol waits until this node has a handler for proto.
 func (n *Node) waitProtocol(ctx context.Context, proto protocol.ID) bool {
-	has := func() bool { return slices.Contains(n.Host.Mux().Protocols(), proto) }
+	has := func() bool { return n.hasProtocol(proto) }
 	sub, err := n.Host.EventBus().Subscribe(new(event.EvtLocalProtocolsUpdated))
 	if err != nil {
 		return has()

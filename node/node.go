@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -26,11 +28,13 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // DHTMode says whether the node answers DHT queries (server) or only asks
@@ -109,6 +113,15 @@ type Config struct {
 	// behind a NAT. For a serving node; a bootstrap node or a short-lived
 	// forward does not need it.
 	ReserveRelays bool
+	// ClientOnly is for a node that only dials out (a forward): it
+	// advertises none of its public addresses. A peer that knows a public
+	// address of ours first tries to dial it back (connection reversal)
+	// before hole punching; behind a stateful firewall that dial can only
+	// time out, and it leaves a conntrack entry on the peer's NAT that makes
+	// the hole punch after it fail (seen in the NAT lab as an invalid
+	// SYN-ACK, and go-libp2p's "failed to reuse port"). The hole punch
+	// itself still learns our public address from identify.
+	ClientOnly bool
 	// HostOptions are extra libp2p options a role adds (see package bootstrap).
 	HostOptions []libp2p.Option
 }
@@ -128,6 +141,8 @@ type Node struct {
 	wg     sync.WaitGroup
 	join   *joiner
 	rsv    *reserver
+
+	started atomic.Bool // set once the host listens
 
 	punchMu   sync.Mutex
 	lastPunch map[peer.ID]time.Time
@@ -185,7 +200,7 @@ func New(cfg Config) (*Node, error) {
 		libp2p.Ping(true),
 		libp2p.EnableAutoNATv2(),
 		libp2p.EnableRelay(),
-		libp2p.EnableHolePunching(),
+		libp2p.EnableHolePunching(holepunch.DirectDialTimeout(directDialTimeout)),
 		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
 		libp2p.EnableAutoRelayWithPeerSource(n.relayCandidates),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
@@ -193,7 +208,18 @@ func New(cfg Config) (*Node, error) {
 			kad, err = dht.New(h,
 				dht.Mode(kadMode(cfg.DHTMode)),
 				dht.ProtocolPrefix(cfg.DHTProtocolPrefix),
-				dht.BootstrapPeers(cfg.BootstrapPeers...),
+				// Not before New returns: the DHT would dial the bootstrap
+				// peers while the host is not listening yet, from a port
+				// that is not the listen port, and identify's observed
+				// address for that connection is then discarded, which
+				// keeps hole punching off (see waitProtocol). The joiner
+				// dials them once the host listens.
+				dht.BootstrapPeersFunc(func() []peer.AddrInfo {
+					if !n.started.Load() {
+						return nil
+					}
+					return cfg.BootstrapPeers
+				}),
 			)
 			return kad, err
 		}),
@@ -203,8 +229,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.ReserveRelays {
 		n.rsv = newReserver(cfg.BootstrapPeers, cfg.Logger)
-		opts = append(opts, libp2p.AddrsFactory(n.rsv.addrsFactory))
 	}
+	opts = append(opts, libp2p.AddrsFactory(n.addrsFactory))
 	opts = append(opts, cfg.HostOptions...)
 
 	h, err := libp2p.New(opts...)
@@ -214,6 +240,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.Host = h
 	n.DHT = kad
+	n.started.Store(true)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
@@ -256,6 +283,21 @@ func newResourceManager() (network.ResourceManager, error) {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
 	return rm, nil
+}
+
+// addrsFactory shapes the addresses the host advertises: circuit addresses
+// of our own relay reservations added, public ones hidden on a ClientOnly
+// node.
+func (n *Node) addrsFactory(addrs []ma.Multiaddr) []ma.Multiaddr {
+	if n.cfg.ClientOnly {
+		addrs = slices.DeleteFunc(slices.Clone(addrs), func(a ma.Multiaddr) bool {
+			return !isRelayAddr(a) && manet.IsPublicAddr(a)
+		})
+	}
+	if n.rsv != nil {
+		addrs = n.rsv.addrsFactory(addrs)
+	}
+	return addrs
 }
 
 // relayCandidates feeds AutoRelay: the bootstrap peers first (p2pnode

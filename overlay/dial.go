@@ -62,10 +62,10 @@ func WithAllowLimitedConn() DialOption {
 // remote peer answered with a status other than ok. Message is the remote
 // peer's explanation, with control characters replaced by '?'.
 type RefusedError struct {
-	Peer    peer.ID
-	Service string
-	Status  Status
-	Message string
+	Peer    peer.ID // the peer that refused
+	Service string  // the service name that was asked for
+	Status  Status  // never StatusOK
+	Message string  // the peer's explanation; may be empty
 }
 
 // Error returns, for example:

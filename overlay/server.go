@@ -217,7 +217,8 @@ func (s *Server) handle(str network.Stream) {
 
 	if err := str.Scope().SetService(ServiceName); err != nil {
 		log.Warn("forward stream refused by the resource manager", "err", err)
-		_ = str.Reset()
+		// The code lets the dialer say "resource limits reached".
+		_ = str.ResetWithError(network.StreamResourceLimitExceeded)
 		return
 	}
 	// The request must arrive within requestTimeout; each response write
@@ -317,10 +318,13 @@ func (s *Server) refuse(str network.Stream, st Status, msg string) {
 func (s *Server) reject(str network.Stream, st Status, msg string) {
 	_ = s.respond(str, response{Status: st, Message: msg})
 	_ = str.CloseWrite()
-	_ = str.CloseRead()
 	if str.Conn().ConnState().StreamMultiplexer != "" {
+		// Not CloseRead first: a yamux stream closed both ways is
+		// finished, and Reset would then send nothing.
 		_ = str.Reset()
+		return
 	}
+	_ = str.CloseRead()
 }
 
 // respond writes resp under a write deadline of requestTimeout, so a peer

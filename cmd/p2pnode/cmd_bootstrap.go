@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/bootstrap"
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 )
 
@@ -45,11 +46,18 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 			cfg.Standalone = len(cfg.BootstrapPeers) == 0
 			cfg.HostOptions = bootstrap.HostOptions()
 
+			ctl, err := control.Listen(g.home, g.logger)
+			if err != nil {
+				return err
+			}
+			defer ctl.Close()
 			n, err := node.New(cfg)
 			if err != nil {
 				return err
 			}
 			defer n.Close()
+			ctl.Serve(n)
+			defer ctl.Close() // stop answering before the node closes
 			svc, err := bootstrap.Start(n.Host, bootstrap.Config{Logger: g.logger})
 			if err != nil {
 				return err

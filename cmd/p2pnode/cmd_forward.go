@@ -102,6 +102,7 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	cfg.Identity = key
 	// A forward is a client of the DHT: it asks, it does not serve.
 	cfg.DHTMode = node.DHTModeClient
+	cfg.ClientOnly = true
 
 	n, err := node.New(cfg)
 	if err != nil {

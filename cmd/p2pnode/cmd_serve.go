@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -111,11 +112,20 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	cfg.Identity = key
 	cfg.ReserveRelays = true
 
+	// The control socket first: a second daemon in this home stops here,
+	// before it binds the first one's ports.
+	ctl, err := control.Listen(g.home, g.logger)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer n.Close()
+	ctl.Serve(n)
+	defer ctl.Close() // stop answering before the node closes
 	srv, err := overlay.NewServer(n.Host, svcs, overlay.WithLogger(g.logger))
 	if err != nil {
 		return err

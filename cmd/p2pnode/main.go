@@ -93,6 +93,8 @@ chosen peers (serve); another forwards a local port to them (forward).`,
 		newBootstrapCmd(g),
 		newServeCmd(g),
 		newForwardCmd(g),
+		newStatusCmd(g),
+		newPingCmd(g),
 	)
 	return root
 }

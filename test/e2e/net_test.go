@@ -33,6 +33,13 @@ func startTarget(t testing.TB, handle func(c *net.TCPConn)) *target {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startTargetOn(t, l, handle)
+}
+
+// startTargetOn is startTarget on a listener the caller made (in a network
+// namespace, say).
+func startTargetOn(t testing.TB, l net.Listener, handle func(c *net.TCPConn)) *target {
+	t.Helper()
 	tg := &target{Addr: l.Addr().String(), Port: l.Addr().(*net.TCPAddr).Port}
 	var (
 		wg    sync.WaitGroup

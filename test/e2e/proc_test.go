@@ -120,6 +120,18 @@ type proc struct {
 // A process that exits by itself, or not with 0 after SIGINT, fails t.
 func start(t testing.TB, ctx context.Context, name string, args ...string) *proc {
 	t.Helper()
+	return startCmd(t, ctx, name, exec.CommandContext(ctx, bin, args...))
+}
+
+// startIn is start inside network namespace ns (`ip netns exec`, which execs
+// p2pnode, so signals reach it directly).
+func startIn(t testing.TB, ctx context.Context, ns, name string, args ...string) *proc {
+	t.Helper()
+	return startCmd(t, ctx, name, exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, bin}, args...)...))
+}
+
+func startCmd(t testing.TB, ctx context.Context, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
 	p := &proc{
 		name:   name,
 		ctx:    ctx,
@@ -127,7 +139,7 @@ func start(t testing.TB, ctx context.Context, name string, args ...string) *proc
 		stderr: &syncBuffer{},
 		done:   make(chan struct{}),
 	}
-	p.cmd = exec.CommandContext(ctx, bin, args...)
+	p.cmd = cmd
 	p.cmd.Env = childEnv()
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.WaitDelay = stopGrace
@@ -150,7 +162,7 @@ func start(t testing.TB, ctx context.Context, name string, args ...string) *proc
 }
 
 func (p *proc) describe() string {
-	return fmt.Sprintf("%s (p2pnode %s)", p.name, strings.Join(p.cmd.Args[1:], " "))
+	return fmt.Sprintf("%s (%s)", p.name, strings.Join(p.cmd.Args, " "))
 }
 
 // stop interrupts the process, kills it if it has not exited stopGrace later,
