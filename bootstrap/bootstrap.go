@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 )
 
@@ -25,6 +26,11 @@ type Config struct {
 	// Relay overrides the relay v2 service's resources; nil means
 	// relayv2.DefaultResources().
 	Relay *relayv2.Resources
+	// RelayAuthorized are the peers whose circuits between each other get no
+	// limit (a serving peer and the peers that forward to it, say): the
+	// relay fallback that carries data when hole punching cannot work, such
+	// as between two symmetric NATs. Every other circuit keeps the limit.
+	RelayAuthorized []peer.ID
 	// Logger receives the role's logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -48,7 +54,7 @@ func HostOptions() []libp2p.Option {
 // Service is a running bootstrap role. Close stops the relay service; the
 // host and the DHT belong to the caller.
 type Service struct {
-	relay *relayv2.Relay
+	relay *tieredRelay
 }
 
 // Start attaches the relay v2 service to h. The DHT in server mode and the
@@ -63,11 +69,12 @@ func Start(h host.Host, cfg Config) (*Service, error) {
 	if cfg.Relay != nil {
 		res = *cfg.Relay
 	}
-	r, err := relayv2.New(h, relayv2.WithResources(res))
+	r, err := newTieredRelay(h, res, cfg.RelayAuthorized, log)
 	if err != nil {
 		return nil, fmt.Errorf("start relay v2 service: %w", err)
 	}
-	log.Info("relay v2 service started", "max_reservations", res.MaxReservations, "circuit_limit_bytes", limitData(res), "circuit_limit_duration", limitDuration(res))
+	log.Info("relay v2 service started", "max_reservations", res.MaxReservations, "circuit_limit_bytes", limitData(res),
+		"circuit_limit_duration", limitDuration(res), "authorized_peers", len(cfg.RelayAuthorized))
 	return &Service{relay: r}, nil
 }
 
@@ -87,5 +94,5 @@ func limitDuration(r relayv2.Resources) time.Duration {
 
 // Close stops the relay service.
 func (s *Service) Close() error {
-	return s.relay.Close()
+	return s.relay.relay.Close()
 }

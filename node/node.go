@@ -141,6 +141,7 @@ type Node struct {
 	wg     sync.WaitGroup
 	join   *joiner
 	rsv    *reserver
+	status *statusTracker
 
 	started atomic.Bool // set once the host listens
 
@@ -244,6 +245,7 @@ func New(cfg Config) (*Node, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	n.startStatusTracker(ctx)
 	n.join = newJoiner(h, kad, cfg.BootstrapPeers, cfg.Logger)
 	n.wg.Add(1)
 	go func() {

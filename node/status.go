@@ -307,64 +307,19 @@ type statusTracker struct {
 	since       time.Time
 }
 
-// statusTrackers holds each Node's tracker while it runs.
-//
-// TODO: a field of Node (set in New) instead, once node.go can be edited.
-var statusTrackers sync.Map // *Node -> *statusTracker
-
-// startStatusTracker starts following reachability and NAT events until ctx
-// ends or the host closes; wg, if not nil, counts the goroutine. New should
-// call it as n.startStatusTracker(ctx, &n.wg), so that "since" counts from
-// the start; otherwise the first Status call starts it (with no wg: it ends
-// when Close closes the host). Calling it again does nothing.
-func (n *Node) startStatusTracker(ctx context.Context, wg *sync.WaitGroup) {
-	if _, ok := statusTrackers.Load(n); ok {
-		return
-	}
-	// Stop with the host at the latest; Close cancels ctx before it waits
-	// for the node's goroutines and closes the host.
-	var hostDone <-chan struct{}
-	if d, ok := n.Host.Network().(interface{ Done() <-chan struct{} }); ok {
-		hostDone = d.Done()
-	}
-	select {
-	case <-hostDone:
-		return // closed
-	default:
-	}
+// startStatusTracker follows reachability and NAT events until ctx ends;
+// New calls it, so that "since" counts from the start.
+func (n *Node) startStatusTracker(ctx context.Context) {
 	t := newStatusTracker(n)
-	if _, loaded := statusTrackers.LoadOrStore(n, t); loaded {
-		if t.sub != nil {
-			t.sub.Close()
-		}
-		return
-	}
-	if t.sub == nil {
-		return
-	}
-	if wg != nil {
-		wg.Add(1)
-	}
+	n.status = t
+	n.wg.Add(1)
 	go func() {
-		if wg != nil {
-			defer wg.Done()
-		}
-		defer statusTrackers.Delete(n)
-		t.run(ctx, hostDone)
+		defer n.wg.Done()
+		t.run(ctx, nil)
 	}()
 }
 
-func (n *Node) statusTracker() *statusTracker {
-	if t, ok := statusTrackers.Load(n); ok {
-		return t.(*statusTracker)
-	}
-	n.startStatusTracker(context.Background(), nil)
-	if t, ok := statusTrackers.Load(n); ok {
-		return t.(*statusTracker)
-	}
-	// The tracker already stopped: the node is closed.
-	return &statusTracker{reach: ReachabilityUnknown}
-}
+func (n *Node) statusTracker() *statusTracker { return n.status }
 
 func newStatusTracker(n *Node) *statusTracker {
 	t := &statusTracker{
@@ -401,14 +356,18 @@ func newStatusTracker(n *Node) *statusTracker {
 }
 
 func (t *statusTracker) run(ctx context.Context, hostDone <-chan struct{}) {
-	defer t.sub.Close()
+	var events <-chan any // none if the subscription failed
+	if t.sub != nil {
+		defer t.sub.Close()
+		events = t.sub.Out()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hostDone:
 			return
-		case e, ok := <-t.sub.Out():
+		case e, ok := <-events:
 			if !ok {
 				return
 			}

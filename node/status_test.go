@@ -200,37 +200,3 @@ func TestPing(t *testing.T) {
 		t.Error("Ping of itself: no error")
 	}
 }
-
-// The tracker's goroutine ends with the node, whichever way it started.
-func TestStatusTrackerStops(t *testing.T) {
-	lazy := newLoopbackNode(t, nil)
-	_ = lazy.Status()
-	eager := newLoopbackNode(t, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	eager.startStatusTracker(ctx, &eager.wg)
-	for _, n := range []*Node{lazy, eager} {
-		if _, ok := statusTrackers.Load(n); !ok {
-			t.Fatal("no status tracker running")
-		}
-	}
-	cancel() // as Close does with the node's context
-	lazy.Close()
-	eager.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for _, n := range []*Node{lazy, eager} {
-		for {
-			if _, ok := statusTrackers.Load(n); !ok {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("status tracker still running after Close")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	// Status on a closed node does not start a tracker again.
-	_ = lazy.Status()
-	if _, ok := statusTrackers.Load(lazy); ok {
-		t.Error("Status after Close started a tracker")
-	}
-}

@@ -109,7 +109,9 @@ func (a *pingArgs) pingOwnNode(ctx context.Context, g *globalFlags, p peer.ID) (
 		return node.PingResult{}, err
 	}
 	cfg.Identity = key
+	// Like a forward, this node only dials out.
 	cfg.DHTMode = node.DHTModeClient
+	cfg.ClientOnly = true
 	n, err := node.New(cfg)
 	if err != nil {
 		return node.PingResult{}, err
