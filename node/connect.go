@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -52,23 +53,47 @@ const (
 )
 
 // PathTo reports whether this node has a direct or only a relayed connection
-// to p.
+// to p. A relayed connection is not always limited (a relay can authorize
+// unlimited circuits), so the remote address decides, not Connectedness.
 func (n *Node) PathTo(p peer.ID) Path {
-	switch n.Host.Network().Connectedness(p) {
-	case network.Connected:
-		return PathDirect
-	case network.Limited:
-		return PathRelayed
-	default:
-		return PathNone
+	path := PathNone
+	for _, c := range n.Host.Network().ConnsToPeer(p) {
+		if c.IsClosed() {
+			continue
+		}
+		if !c.Stat().Limited && !isRelayAddr(c.RemoteMultiaddr()) {
+			return PathDirect
+		}
+		path = PathRelayed
 	}
+	return path
+}
+
+// RelayLimit reports the limits of the relayed connection to p, if the only
+// connections to p are limited ones: the relay resets it after duration or
+// after data bytes in either direction (circuit relay v2 Limit).
+func (n *Node) RelayLimit(p peer.ID) (limited bool, duration time.Duration, data uint64) {
+	if n.PathTo(p) != PathRelayed {
+		return false, 0, 0
+	}
+	for _, c := range n.Host.Network().ConnsToPeer(p) {
+		st := c.Stat()
+		if !st.Limited {
+			return false, 0, 0 // an authorized, unlimited circuit
+		}
+		duration, _ = st.Extra[client.StatLimitDuration].(time.Duration)
+		data, _ = st.Extra[client.StatLimitData].(uint64)
+	}
+	return true, duration, data
 }
 
 // Connect makes sure there is a connection to p, finding its addresses in the
 // DHT when none are known, and returns the path it got. When p is reachable
-// only through a relay, Connect waits (bounded) for DCUtR hole punching to
-// turn that into a direct connection; if the punch fails it returns
-// PathRelayed and no error, and a later Connect punches again.
+// only through a limited relayed connection, Connect waits (bounded, about
+// 10 s at worst) for DCUtR hole punching to turn it into a direct one; if the
+// punch fails it returns PathRelayed and no error, and a later Connect or
+// Reconnect punches again. Through a relay that does not limit the circuit,
+// it returns PathRelayed at once and punches in the background.
 //
 // The error says which bootstrap peers the lookup went through, so that a
 // user can tell "peer offline" from "not joined".
@@ -102,7 +127,39 @@ func (n *Node) Connect(ctx context.Context, p peer.ID) (Path, error) {
 	if n.PathTo(p) == PathDirect {
 		return PathDirect, nil
 	}
+	if limited, _, _ := n.RelayLimit(p); !limited {
+		// A relay that carries our data without limit: use it now and
+		// punch meanwhile; new connections go direct once that works.
+		n.upgradeAsync(p)
+		return PathRelayed, nil
+	}
+	// A limited relayed connection would cut the data: wait for the punch.
 	return n.upgrade(ctx, p), nil
+}
+
+// Reconnect is meant for each new connection a forward carries: it returns
+// at once when a direct connection to p exists; with only a relayed one it
+// starts a new hole punch in the background (at most once every 30 s) and
+// returns; with none (the peer restarted, or the connection died) it
+// connects again as Connect does, looking p up in the DHT if need be.
+func (n *Node) Reconnect(ctx context.Context, p peer.ID) (Path, error) {
+	switch n.PathTo(p) {
+	case PathDirect:
+		return PathDirect, nil
+	case PathRelayed:
+		n.upgradeAsync(p)
+		return PathRelayed, nil
+	}
+	return n.Connect(ctx, p)
+}
+
+// upgradeAsync runs upgrade in the background, owned by the node.
+func (n *Node) upgradeAsync(p peer.ID) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.upgrade(n.ctx, p)
+	}()
 }
 
 // upgrade tries to turn a relayed connection to p into a direct one with
@@ -112,7 +169,9 @@ func (n *Node) Connect(ctx context.Context, p peer.ID) (Path, error) {
 // handler, give the punch in flight a chance, and if there is still no direct
 // connection, redial through the relay so that the remote punches again.
 func (n *Node) upgrade(ctx context.Context, p peer.ID) Path {
-	n.punchMu.Lock()
+	if !n.punchMu.TryLock() {
+		return n.PathTo(p) // a punch is under way; no need for two
+	}
 	defer n.punchMu.Unlock()
 	if n.PathTo(p) == PathDirect {
 		return PathDirect
@@ -179,7 +238,9 @@ func (n *Node) circuitAddrs(p peer.ID) []ma.Multiaddr {
 	return out
 }
 
-// waitDirect waits up to d for a direct connection to p.
+// waitDirect waits up to d for a direct connection to p. It watches
+// connection events, and also looks every 50 ms: a direct connection added
+// next to an unlimited relayed one changes no Connectedness.
 func (n *Node) waitDirect(ctx context.Context, p peer.ID, d time.Duration) bool {
 	sub, err := n.Host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
 	if err != nil {
@@ -188,6 +249,8 @@ func (n *Node) waitDirect(ctx context.Context, p peer.ID, d time.Duration) bool 
 	defer sub.Close()
 	t := time.NewTimer(d)
 	defer t.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for n.PathTo(p) != PathDirect {
 		select {
 		case <-ctx.Done():
@@ -195,6 +258,7 @@ func (n *Node) waitDirect(ctx context.Context, p peer.ID, d time.Duration) bool 
 		case <-t.C:
 			return false
 		case <-sub.Out():
+		case <-tick.C:
 		}
 	}
 	return true

@@ -137,6 +137,7 @@ type Node struct {
 
 	cfg    Config
 	log    *slog.Logger
+	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	join   *joiner
@@ -244,7 +245,7 @@ func New(cfg Config) (*Node, error) {
 	n.started.Store(true)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.ctx, n.cancel = ctx, cancel
 	n.startStatusTracker(ctx)
 	n.join = newJoiner(h, kad, cfg.BootstrapPeers, cfg.Logger)
 	n.wg.Add(1)

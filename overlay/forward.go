@@ -35,6 +35,19 @@ type Forwarder struct {
 	Logger *slog.Logger
 	// DialOptions are passed to [Dial] for every connection.
 	DialOptions []DialOption
+	// Prepare, if not nil, runs before each connection's stream is opened,
+	// to make sure the peer connection is there and as good as it gets
+	// (redial a peer that restarted, punch again through a relay). An error
+	// closes that connection and is logged; the others carry on.
+	Prepare func(ctx context.Context) error
+}
+
+// prepare runs Prepare, if any.
+func (f *Forwarder) prepare(ctx context.Context) error {
+	if f.Prepare == nil {
+		return nil
+	}
+	return f.Prepare(ctx)
 }
 
 func (f *Forwarder) check() error {
@@ -122,7 +135,11 @@ func (f *Forwarder) Serve(ctx context.Context, ln net.Listener) error {
 func (f *Forwarder) forwardConn(ctx context.Context, c net.Conn) {
 	log := f.log().With("client", c.RemoteAddr().String(), "peer", f.Peer, "service", f.Service)
 	hc := netHalfConn(c)
-	s, err := Dial(ctx, f.Host, f.Peer, f.Service, f.DialOptions...)
+	err := f.prepare(ctx)
+	var s network.Stream
+	if err == nil {
+		s, err = Dial(ctx, f.Host, f.Peer, f.Service, f.DialOptions...)
+	}
 	if err != nil {
 		_ = c.Close()
 		if ctx.Err() == nil {
@@ -159,6 +176,9 @@ func (f *Forwarder) forwardConn(ctx context.Context, c net.Conn) {
 // and then exits; nothing it reads afterwards is used.
 func (f *Forwarder) Stdio(ctx context.Context, in io.Reader, out io.WriteCloser) error {
 	if err := f.check(); err != nil {
+		return err
+	}
+	if err := f.prepare(ctx); err != nil {
 		return err
 	}
 	s, err := Dial(ctx, f.Host, f.Peer, f.Service, f.DialOptions...)

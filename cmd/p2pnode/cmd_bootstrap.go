@@ -6,12 +6,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/bootstrap"
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 )
 
 func newBootstrapCmd(g *globalFlags) *cobra.Command {
 	var nf nodeFlags
+	var relayAllow []string
 	cmd := &cobra.Command{
 		Use:   "bootstrap",
 		Short: "Run a bootstrap node: DHT server, circuit relay v2, AutoNAT server",
@@ -37,6 +39,17 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 			if err != nil {
 				return err
 			}
+			authorized, err := file.Bootstrap.RelayAllowedPeers()
+			if err != nil {
+				return asUsage(err)
+			}
+			for _, s := range relayAllow {
+				id, err := config.ParsePeerID(s)
+				if err != nil {
+					return usagef("bad --relay-allow: %v", err)
+				}
+				authorized = append(authorized, id)
+			}
 			key, err := g.identity()
 			if err != nil {
 				return err
@@ -58,7 +71,7 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 			defer n.Close()
 			ctl.Serve(n)
 			defer ctl.Close() // stop answering before the node closes
-			svc, err := bootstrap.Start(n.Host, bootstrap.Config{Logger: g.logger})
+			svc, err := bootstrap.Start(n.Host, bootstrap.Config{Logger: g.logger, RelayAuthorized: authorized})
 			if err != nil {
 				return err
 			}
@@ -74,5 +87,6 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 		},
 	}
 	nf.register(cmd.Flags(), "listen")
+	cmd.Flags().StringArrayVar(&relayAllow, "relay-allow", nil, "peer ID whose relayed connections to other --relay-allow peers are not limited (repeatable; adds to [bootstrap] relay_allow)")
 	return cmd
 }

@@ -53,6 +53,19 @@ ID. With the lower-case form from 'p2pnode id --cid', %h works as well.)`,
 	return cmd
 }
 
+// warnRelayLimit says, once, that the path to p is a limited relayed
+// connection: data through it stops at the relay's limit, which a user
+// would otherwise only see as connections that break.
+func warnRelayLimit(g *globalFlags, n *node.Node, p peer.ID) {
+	limited, dur, data := n.RelayLimit(p)
+	if !limited {
+		return
+	}
+	g.logger.Warn(fmt.Sprintf("hole punching failed and the relay limits each relayed connection to %s and %d bytes each way; "+
+		"connections will be cut at that limit. Ask the relay's operator to authorize both peers (relay_allow) for unlimited relaying", dur, data),
+		"peer", p)
+}
+
 // parseTarget splits PEERID:SERVICE. A peer ID never contains a colon.
 func parseTarget(s string) (peer.ID, string, error) {
 	idStr, svc, ok := strings.Cut(s, ":")
@@ -118,12 +131,19 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		return err
 	}
 	g.logger.Info("connected", "peer", p, "path", path)
+	warnRelayLimit(g, n, p)
 	n.Host.ConnManager().Protect(p, "p2pnode-forward")
 	fw := &overlay.Forwarder{
 		Host: n.Host, Peer: p, Service: svc, Logger: g.logger,
 		// Streams go over a direct connection when there is one; the
 		// relayed one carries them only when hole punching failed.
 		DialOptions: []overlay.DialOption{overlay.WithAllowLimitedConn()},
+		Prepare: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, a.timeout)
+			defer cancel()
+			_, err := n.Reconnect(ctx, p)
+			return err
+		},
 	}
 
 	if a.stdio {

@@ -29,16 +29,21 @@ type labNet struct {
 	lab       *netlab.Lab
 	boot      *netlab.Host
 	bootAddr  string // full /p2p multiaddr on the public segment
+	bootProc  *proc
+	bootNode  node
 	transport string
 }
 
-// newLabNet builds a lab and starts `p2pnode bootstrap` on a public host.
-func newLabNet(t *testing.T, ctx context.Context, transport string) *labNet {
+// newLabNet builds a lab and starts `p2pnode bootstrap` on a public host,
+// with extra flags.
+func newLabNet(t *testing.T, ctx context.Context, transport string, extra ...string) *labNet {
 	t.Helper()
 	lab := netlab.New(t)
 	ln := &labNet{lab: lab, boot: lab.AddPublicHost("boot"), transport: transport}
 	n := newNode(t, ctx)
-	p := startIn(t, ctx, ln.boot.NS, "bootstrap", "--home", n.home, "bootstrap", "--listen", labListen[transport], noPortMap)
+	args := append([]string{"--home", n.home, "bootstrap", "--listen", labListen[transport], noPortMap}, extra...)
+	p := startIn(t, ctx, ln.boot.NS, "bootstrap", args...)
+	ln.bootProc, ln.bootNode = p, n
 	prefix := "/ip4/" + ln.boot.IP.String() + "/"
 	ln.bootAddr = p.waitLine(t, 30*time.Second, "a multiaddr on "+ln.boot.IP.String(), func(line string) bool {
 		return strings.HasPrefix(line, prefix) && strings.HasSuffix(line, "/p2p/"+n.id)
@@ -51,7 +56,12 @@ func newLabNet(t *testing.T, ctx context.Context, transport string) *labNet {
 // a relay reservation: from then on it is reachable by peer ID.
 func (ln *labNet) serveIn(t *testing.T, ctx context.Context, h *netlab.Host, allow string) (node, *proc) {
 	t.Helper()
-	n := newNode(t, ctx)
+	return ln.serveAs(t, ctx, h, newNode(t, ctx), allow)
+}
+
+// serveAs is serveIn for an initialised home.
+func (ln *labNet) serveAs(t *testing.T, ctx context.Context, h *netlab.Host, n node, allow string) (node, *proc) {
+	t.Helper()
 	var l net.Listener
 	netnsDo(t, h.NS, func() (err error) {
 		l, err = net.Listen("tcp", "127.0.0.1:0")
@@ -97,6 +107,62 @@ func (ln *labNet) relayBytes(t *testing.T, ctx context.Context) int64 {
 		t.Fatalf("parsing `ip -s -j link show`: %v (%s)", err, out)
 	}
 	return links[0].Stats64.RX.Bytes + links[0].Stats64.TX.Bytes
+}
+
+// echoThrough sends size bytes through the forward at addr (inside ns)
+// and checks they all come back; it returns how many bytes the relay host
+// moved meanwhile.
+func (ln *labNet) echoThrough(t *testing.T, ctx context.Context, ns, addr string, size int64) int64 {
+	t.Helper()
+	before := ln.relayBytes(t, ctx)
+	conn := dialIn(t, ns, addr)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	sent, received, err := exchange(conn, pseudoRandom(addr, size))
+	if err != nil {
+		t.Fatalf("echo through the forward: %v", err)
+	}
+	checkSame(t, "echoed", sent, received)
+	if sent.n != size {
+		t.Fatalf("sent %d bytes, want %d", sent.n, size)
+	}
+	return ln.relayBytes(t, ctx) - before
+}
+
+// dialIn opens a TCP connection from inside namespace ns.
+func dialIn(t *testing.T, ns, addr string) *net.TCPConn {
+	t.Helper()
+	var conn *net.TCPConn
+	netnsDo(t, ns, func() error {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err == nil {
+			conn = c.(*net.TCPConn)
+		}
+		return err
+	})
+	return conn
+}
+
+// statusPath is the path serve's status reports to peer.
+func statusPath(t *testing.T, ctx context.Context, n node, peer string) string {
+	t.Helper()
+	st, _ := statusOf(t, ctx, n)
+	return st.pathTo(peer)
+}
+
+// pathTo is the path of st's connections to peer: "direct" if any is.
+func (st statusJSON) pathTo(peer string) string {
+	path := "none"
+	for _, c := range st.Connections {
+		if c.Peer != peer {
+			continue
+		}
+		if c.Path == "direct" {
+			return "direct"
+		}
+		path = c.Path
+	}
+	return path
 }
 
 // netnsDo runs f on an OS thread that has entered network namespace ns;
@@ -162,34 +228,115 @@ func TestNATTraversal(t *testing.T) {
 			server, _ := ln.serveIn(t, ctx, srvHost, client.id)
 			fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
 
-			before := ln.relayBytes(t, ctx)
-			const size = 16 << 20
-			var conn *net.TCPConn
-			netnsDo(t, cliHost.NS, func() error {
-				c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-				if err == nil {
-					conn = c.(*net.TCPConn)
-				}
-				return err
-			})
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-			sent, received, err := exchange(conn, pseudoRandom(c.name, size))
-			if err != nil {
-				t.Fatalf("echo through the forward: %v", err)
-			}
-			checkSame(t, "echoed", sent, received)
-			if sent.n != size {
-				t.Fatalf("sent %d bytes, want %d", sent.n, size)
-			}
 			// 16 MiB each way through the relay would be over 64 MiB of
 			// traffic on its link (in and out, both directions).
-			if moved := ln.relayBytes(t, ctx) - before; moved > 2<<20 {
+			const size = 16 << 20
+			if moved := ln.echoThrough(t, ctx, cliHost.NS, addr, size); moved > 2<<20 {
 				t.Errorf("the relay host moved %d bytes during a %d-byte echo: the data was relayed, not direct", moved, size)
 			}
 			if !strings.Contains(fwd.stderr.String(), "path=direct") {
 				t.Errorf("forward did not report a direct path; its log:\n%s", fwd.stderr.String())
 			}
 		})
+	}
+}
+
+// TestRelayFallback: between two symmetric NATs hole punching cannot work.
+// A relay that authorizes both peers carries the data without limit, and
+// status says the path is relayed; a relay that does not authorize them cuts
+// the connection at its limit, and forward says why instead of hanging.
+func TestRelayFallback(t *testing.T) {
+	for _, authorized := range []bool{true, false} {
+		t.Run(fmt.Sprintf("authorized=%v", authorized), func(t *testing.T) {
+			ctx := testContext(t, 2*time.Minute)
+			client, server := newNode(t, ctx), newNode(t, ctx)
+			var extra []string
+			if authorized {
+				extra = []string{"--relay-allow", client.id, "--relay-allow", server.id}
+			}
+			ln := newLabNet(t, ctx, "tcp", extra...)
+			srvHost := ln.lab.AddSite("s", netlab.NATSymmetric).AddHost("srv")
+			cliHost := ln.lab.AddSite("c", netlab.NATSymmetric).AddHost("cli")
+			ln.serveAs(t, ctx, srvHost, server, client.id)
+			fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
+			fwd.waitStderr(t, 10*time.Second, "path=relayed")
+			if !authorized {
+				conn := dialIn(t, cliHost.NS, addr)
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+				if _, _, err := exchange(conn, pseudoRandom("limited", 1<<20)); err == nil {
+					t.Fatal("1 MiB went through a relay that limits circuits to 128 KiB")
+				}
+				fwd.waitStderr(t, 10*time.Second, "relay limits each relayed connection")
+				return
+			}
+			const size = 16 << 20
+			if moved := ln.echoThrough(t, ctx, cliHost.NS, addr, size); moved < 2*size {
+				t.Errorf("the relay host moved only %d bytes during a %d-byte echo: not relayed?", moved, size)
+			}
+			if got := statusPath(t, ctx, server, client.id); got != "relayed" {
+				t.Errorf("serve's status says the path to the forwarding peer is %q, want relayed", got)
+			}
+		})
+	}
+}
+
+// TestRelayDiesAfterDirect: once the connection is direct, the relay is no
+// longer needed: a forwarded TCP connection that is open keeps flowing when
+// the bootstrap/relay node stops, and a new one still works.
+func TestRelayDiesAfterDirect(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	ln := newLabNet(t, ctx, "tcp")
+	srvHost := ln.lab.AddSite("s", netlab.NATPortRestricted).AddHost("srv")
+	cliHost := ln.lab.AddSite("c", netlab.NATPortRestricted).AddHost("cli")
+	client := newNode(t, ctx)
+	server, _ := ln.serveIn(t, ctx, srvHost, client.id)
+	fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
+	fwd.waitStderr(t, 10*time.Second, "path=direct")
+	if got := statusPath(t, ctx, server, client.id); got != "direct" {
+		t.Errorf("serve's status says the path to the forwarding peer is %q, want direct", got)
+	}
+
+	open := dialIn(t, cliHost.NS, addr)
+	defer open.Close()
+	_ = open.SetDeadline(time.Now().Add(60 * time.Second))
+	ping := func(word string) {
+		t.Helper()
+		if _, err := open.Write([]byte(word)); err != nil {
+			t.Fatalf("write on the open connection: %v", err)
+		}
+		buf := make([]byte, len(word))
+		if _, err := io.ReadFull(open, buf); err != nil || string(buf) != word {
+			t.Fatalf("echo on the open connection: got %q, %v; want %q", buf, err, word)
+		}
+	}
+	ping("before the relay stops")
+	ln.bootProc.stop(t)
+	ping("after the relay stopped")
+	ln.echoThrough(t, ctx, cliHost.NS, addr, 1<<20)
+}
+
+// TestReachabilityVerdicts takes the full AutoNAT path once: a serving peer
+// behind a NAT is told it is private (AutoNAT v1 waits 15 s before its
+// first probe), while the bootstrap node is public by its operator's word.
+// Meanwhile the serving peer is reachable through its relay reservation.
+func TestReachabilityVerdicts(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	ln := newLabNet(t, ctx, "tcp")
+	srvHost := ln.lab.AddSite("s", netlab.NATPortRestricted).AddHost("srv")
+	client := newNode(t, ctx)
+	server, _ := ln.serveIn(t, ctx, srvHost, client.id)
+
+	if st, raw := statusOf(t, ctx, ln.bootNode); st.Reachability != "public" {
+		t.Errorf("bootstrap node's reachability is %q, want public:\n%s", st.Reachability, raw)
+	}
+	var last string
+	ok := waitFor(60*time.Second, func() bool {
+		st, _ := statusOf(t, ctx, server)
+		last = st.Reachability
+		return last == "private"
+	})
+	if !ok {
+		t.Fatalf("serve behind a NAT still says reachability %q after 60 s, want private", last)
 	}
 }

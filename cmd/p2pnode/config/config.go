@@ -130,6 +130,25 @@ type Bootstrap struct {
 	// nil (key absent) means use [node] listen; an explicit empty list is
 	// an error.
 	Listen []string `toml:"listen"`
+
+	// RelayAllow lists the peer IDs whose circuits between each other the
+	// relay carries without limit (the fallback when hole punching cannot
+	// work, e.g. both peers behind symmetric NATs). Other circuits keep
+	// the circuit relay v2 default limit of 2 minutes and 128 KiB each way.
+	RelayAllow []string `toml:"relay_allow"`
+}
+
+// RelayAllowedPeers returns RelayAllow parsed as peer IDs.
+func (b Bootstrap) RelayAllowedPeers() ([]peer.ID, error) {
+	ids := make([]peer.ID, 0, len(b.RelayAllow))
+	for _, a := range b.RelayAllow {
+		id, err := ParsePeerID(a)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // Default returns the configuration used when no config file exists. Every

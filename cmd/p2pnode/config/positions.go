@@ -34,6 +34,7 @@ var schema = map[string]keyInfo{
 	"service.public":           {want: "true or false"},
 	"bootstrap":                {want: "a table ([bootstrap])"},
 	"bootstrap.listen":         {want: "an array of multiaddr strings", elem: "a multiaddr string"},
+	"bootstrap.relay_allow":    {want: "an array of peer ID strings", elem: "a peer ID string"},
 }
 
 // entry is something found in the document at some offset: a key, a table

@@ -79,6 +79,11 @@ func (f *File) check() []Problem {
 	if f.Bootstrap.Listen != nil {
 		c.listen("bootstrap", "[bootstrap]", f.Bootstrap.Listen, false)
 	}
+	for i, a := range f.Bootstrap.RelayAllow {
+		if _, err := ParsePeerID(a); err != nil {
+			c.add(fmt.Sprintf("bootstrap.relay_allow[%d]", i), a, "bad value for \"relay_allow\" in [bootstrap]: %v", err)
+		}
+	}
 	return c.problems
 }
 
