@@ -46,6 +46,7 @@ func TestExamples(t *testing.T) {
 			f.Node.Bootstrap = []string{"/dns4/boot2.example.net/tcp/4001/p2p/" + idB}
 			f.Node.NATPortMap = false
 			f.Bootstrap.Listen = listen
+			f.Bootstrap.RelayAllow = []string{idC, idD}
 			return f
 		},
 	}

@@ -53,6 +53,10 @@ const DefaultTOML = `# p2pnode configuration.
 # [bootstrap]
 # Multiaddrs a bootstrap node listens on. Default: listen of [node].
 # listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+# Peer IDs whose relayed connections to each other are not limited (both
+# ends must be listed). Default: none; every relayed connection keeps the
+# circuit relay v2 limit of 2 minutes and 128 KiB each way.
+# relay_allow = ["12D3KooWRRcpVcrZTCVsqKe5cJmzD4aFG42euR739itet1Ua7iz5"]
 `
 
 // WriteDefault writes [DefaultTOML] to path with mode 0600, creating the
