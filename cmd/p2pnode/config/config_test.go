@@ -623,6 +623,7 @@ func TestDefaultTOML(t *testing.T) {
 	want.Node.Bootstrap = []string{"/ip4/203.0.113.7/tcp/4001/p2p/" + idA}
 	want.Services = []Service{{Name: "ssh", Target: "127.0.0.1:22", Allow: []string{idC}}}
 	want.Bootstrap.Listen = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
+	want.Bootstrap.RelayAllow = []string{idC}
 	sameContent(t, f, want)
 }
 
