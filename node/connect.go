@@ -122,7 +122,7 @@ func (n *Node) Connect(ctx context.Context, p peer.ID) (Path, error) {
 			return PathNone, fmt.Errorf("peer %s not found in the DHT (asked through bootstrap peers %s); is it running and joined to the same bootstrap peers?: %w",
 				p, n.join.describe(), err)
 		}
-		return PathNone, fmt.Errorf("connect to peer %s: %w", p, err)
+		return PathNone, fmt.Errorf("peer %s is unreachable at the addresses the DHT gave (is it running?): %w", p, err)
 	}
 	if n.PathTo(p) == PathDirect {
 		return PathDirect, nil

@@ -40,6 +40,10 @@ type Forwarder struct {
 	// (redial a peer that restarted, punch again through a relay). An error
 	// closes that connection and is logged; the others carry on.
 	Prepare func(ctx context.Context) error
+	// ShutdownGrace is how long Serve lets open connections finish after
+	// ctx ends (it stops accepting at once); those still open then are
+	// reset. Zero resets them at once.
+	ShutdownGrace time.Duration
 }
 
 // prepare runs Prepare, if any.
@@ -84,14 +88,16 @@ func (f *Forwarder) Serve(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return err
 	}
-	// On return: stop the connections (cancel), make sure ln is closed, and
-	// wait for every connection goroutine, so none outlives Serve.
+	// On return: make sure ln is closed, give the open connections
+	// ShutdownGrace to finish, then stop them (cancel conns) and wait for
+	// every connection goroutine, so none outlives Serve.
+	conns, cancelConns := context.WithCancel(context.WithoutCancel(ctx))
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
 		_ = ln.Close()
-		wg.Wait()
+		f.drain(&wg, cancelConns)
 	}()
 	// Closing ln is what unblocks Accept when ctx ends.
 	stopClose := context.AfterFunc(ctx, func() { _ = ln.Close() })
@@ -125,9 +131,32 @@ func (f *Forwarder) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f.forwardConn(ctx, c)
+			f.forwardConn(conns, c)
 		}()
 	}
+}
+
+// drain waits up to ShutdownGrace for the connection goroutines in wg, then
+// cancels the rest and waits for them.
+func (f *Forwarder) drain(wg *sync.WaitGroup, cancelConns context.CancelFunc) {
+	defer cancelConns()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	if f.ShutdownGrace > 0 {
+		t := time.NewTimer(f.ShutdownGrace)
+		defer t.Stop()
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			f.log().Warn("shutdown grace period over; resetting the connections still open", "grace", f.ShutdownGrace)
+		}
+	}
+	cancelConns()
+	<-done
 }
 
 // forwardConn forwards one accepted connection; it returns when the

@@ -454,3 +454,97 @@ func TestForwarderCheck(t *testing.T) {
 type nopWriteCloser struct{ io.Writer }
 
 func (nopWriteCloser) Close() error { return nil }
+
+// TestServeShutdownGrace: after ctx ends, Serve accepts nothing new, lets an
+// open connection go on for ShutdownGrace, then resets it.
+func TestServeShutdownGrace(t *testing.T) {
+	tests := []struct {
+		name      string
+		closeConn bool // the client finishes within the grace period
+	}{
+		{"connection finishes in time", true},
+		{"connection outlives the grace period", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			echoAddr := startTarget(t, echo)
+			f := newFixture(t, "tcp", onlyService("echo", echoAddr))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			const grace = 500 * time.Millisecond
+			fw := &Forwarder{Host: f.client, Peer: f.server.ID(), Service: "echo", ShutdownGrace: grace}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- fw.Serve(ctx, ln) }()
+
+			c := dialTCP(t, ln.Addr().String())
+			roundTrip := func(b byte) error {
+				if _, err := c.Write([]byte{b}); err != nil {
+					return err
+				}
+				_, err := io.ReadFull(c, make([]byte, 1))
+				return err
+			}
+			if err := roundTrip('a'); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			// Stopped accepting at once...
+			if !waitUntil(2*time.Second, func() bool {
+				c2, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+				if err == nil {
+					c2.Close()
+				}
+				return err != nil
+			}) {
+				t.Error("the listener still accepts after ctx ended")
+			}
+			// ...while the open connection keeps working.
+			if err := roundTrip('b'); err != nil {
+				t.Fatalf("open connection during the grace period: %v", err)
+			}
+			start := time.Now()
+			if tc.closeConn {
+				_ = c.CloseWrite()
+				if _, err := io.ReadAll(c); err != nil {
+					t.Errorf("closing within the grace period: %v", err)
+				}
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Serve = %v; want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Serve did not return after the grace period")
+			}
+			took := time.Since(start)
+			if tc.closeConn && took >= grace {
+				t.Errorf("Serve returned %v after the last connection closed; want at once", took)
+			}
+			if !tc.closeConn {
+				if took < grace/2 {
+					t.Errorf("Serve returned after %v, before the %v grace period", took, grace)
+				}
+				if _, err := io.ReadAll(c); !isReset(err) {
+					t.Errorf("connection after the grace period: %v; want a reset", err)
+				}
+			}
+		})
+	}
+}
+
+// waitUntil polls cond every 10 ms until it holds or d passes.
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}

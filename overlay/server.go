@@ -89,10 +89,12 @@ type Server struct {
 	ctx      context.Context // cancelled by Close; aborts target dials
 	cancel   context.CancelFunc
 
-	mu      sync.Mutex
-	closed  bool                        // guarded by mu
-	streams map[network.Stream]struct{} // open streams; guarded by mu
-	wg      sync.WaitGroup              // one per running handler
+	mu     sync.Mutex
+	closed bool // guarded by mu
+	// draining: Shutdown has begun; no new stream is taken. Guarded by mu.
+	draining bool
+	streams  map[network.Stream]struct{} // open streams; guarded by mu
+	wg       sync.WaitGroup              // one per running handler
 }
 
 // NewServer validates services (see [ValidateServices]) and registers the
@@ -158,6 +160,31 @@ func (s *Server) Services() []Service {
 	return out
 }
 
+// Shutdown stops taking new forward streams at once (new ones are reset),
+// lets the open ones finish, and when ctx ends first, does what Close does
+// to those still open. It returns nil when every connection finished, and
+// ctx's error otherwise. Close may follow; it is then a no-op.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.host.RemoveStreamHandler(ProtocolID)
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		_ = s.Close()
+		return nil
+	case <-ctx.Done():
+		_ = s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
 // Close removes the stream handler, aborts target dials, resets every open
 // forward stream (the TCP connections to targets are reset with them) and
 // waits for the server's handlers to return. It is safe to call more than
@@ -188,7 +215,7 @@ func (s *Server) Close() error {
 func (s *Server) track(str network.Stream) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.draining {
 		return false
 	}
 	s.streams[str] = struct{}{}

@@ -356,3 +356,50 @@ func TestDialResponseTimeout(t *testing.T) {
 		t.Fatalf("Dial took %v", elapsed)
 	}
 }
+
+// TestServerShutdown: Shutdown refuses new streams at once, lets an open
+// one finish, and returns nil when it has.
+func TestServerShutdown(t *testing.T) {
+	echoAddr := startTarget(t, echo)
+	f := newFixture(t, "tcp", onlyService("echo", echoAddr))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s, err := Dial(ctx, f.client, f.server.ID(), "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.srv.Shutdown(ctx) }()
+
+	if !waitUntil(testTimeout, func() bool {
+		s2, err := Dial(ctx, f.client, f.server.ID(), "echo")
+		if err == nil {
+			s2.Reset()
+		}
+		return err != nil
+	}) {
+		t.Fatal("the server still takes new streams during Shutdown")
+	}
+	if _, err := s.Write([]byte("still here")); err != nil {
+		t.Fatalf("open stream during Shutdown: %v", err)
+	}
+	buf := make([]byte, len("still here"))
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "still here" {
+		t.Fatalf("echo on the open stream during Shutdown: %q, %v", buf, err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned (%v) while a stream was open", err)
+	default:
+	}
+	_ = s.CloseWrite()
+	_, _ = io.ReadAll(s)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown = %v, want nil", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Shutdown did not return after the last stream closed")
+	}
+}

@@ -22,6 +22,7 @@ type forwardArgs struct {
 	listen  string
 	stdio   bool
 	timeout time.Duration
+	grace   time.Duration
 }
 
 func newForwardCmd(g *globalFlags) *cobra.Command {
@@ -49,6 +50,7 @@ ID. With the lower-case form from 'p2pnode id --cid', %h works as well.)`,
 	f.StringVar(&a.listen, "listen", "127.0.0.1:0", "local TCP address to accept connections on (port 0: a free port, printed)")
 	f.BoolVar(&a.stdio, "stdio", false, "carry one connection over stdin/stdout (for ssh ProxyCommand)")
 	f.DurationVar(&a.timeout, "timeout", time.Minute, "how long to look for and connect to the peer")
+	f.DurationVar(&a.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, how long open connections may take to finish (a second signal exits at once)")
 	a.node.register(f, "p2p-listen")
 	return cmd
 }
@@ -86,6 +88,9 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	}
 	if a.timeout <= 0 {
 		return usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
+	}
+	if a.grace < 0 {
+		return usagef("bad --grace %s: must be zero or positive, e.g. 10s", a.grace)
 	}
 	if a.stdio && cmd.Flags().Changed("listen") {
 		return usagef("--stdio and --listen exclude each other: --stdio carries one connection over stdin/stdout")
@@ -137,7 +142,8 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		Host: n.Host, Peer: p, Service: svc, Logger: g.logger,
 		// Streams go over a direct connection when there is one; the
 		// relayed one carries them only when hole punching failed.
-		DialOptions: []overlay.DialOption{overlay.WithAllowLimitedConn()},
+		DialOptions:   []overlay.DialOption{overlay.WithAllowLimitedConn()},
+		ShutdownGrace: a.grace,
 		Prepare: func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, a.timeout)
 			defer cancel()
@@ -154,9 +160,12 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		return fmt.Errorf("listen on %s: %w", a.listen, err)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "forwarding %s -> %s:%s\n", ln.Addr(), p, svc)
+	stopLog := context.AfterFunc(ctx, func() {
+		g.logger.Info("shutting down: no new connections; waiting for open ones", "grace", a.grace)
+	})
+	defer stopLog()
 	if err := fw.Serve(ctx, ln); err != nil && ctx.Err() == nil {
 		return err
 	}
-	g.logger.Info("shutting down")
 	return nil
 }

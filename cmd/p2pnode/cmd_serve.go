@@ -21,6 +21,7 @@ type serveArgs struct {
 	expose []string
 	allow  []string
 	public bool
+	grace  time.Duration
 }
 
 func newServeCmd(g *globalFlags) *cobra.Command {
@@ -47,6 +48,7 @@ reachable, whatever a peer asks for.`,
 	f.StringArrayVar(&a.expose, "expose", nil, "offer a local TCP service as [NAME=][HOST:]PORT (repeatable)")
 	f.StringArrayVar(&a.allow, "allow", nil, "peer ID allowed to use the --expose services (repeatable)")
 	f.BoolVar(&a.public, "public", false, "let every peer use the --expose services")
+	f.DurationVar(&a.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, how long open forwarded connections may take to finish (a second signal exits at once)")
 	a.node.register(f, "listen")
 	return cmd
 }
@@ -93,6 +95,9 @@ func (a *serveArgs) services(file *config.File) ([]overlay.Service, error) {
 }
 
 func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
+	if a.grace < 0 {
+		return usagef("bad --grace %s: must be zero or positive, e.g. 10s", a.grace)
+	}
 	file, err := g.loadConfig()
 	if err != nil {
 		return err
@@ -148,7 +153,12 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	ctx := cmd.Context()
 	go reportReady(ctx, g, n, out)
 	<-ctx.Done()
-	g.logger.Info("shutting down")
+	g.logger.Info("shutting down: no new connections; waiting for open ones", "grace", a.grace)
+	sctx, cancel := context.WithTimeout(context.Background(), a.grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		g.logger.Warn("grace period over; reset the connections still open", "grace", a.grace)
+	}
 	return nil
 }
 

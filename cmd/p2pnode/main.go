@@ -30,7 +30,7 @@ func main() {
 
 // run executes the command line args and returns the process exit code.
 func run(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := stopOnSignal()
 	defer stop()
 
 	root := newRootCmd()
@@ -45,6 +45,36 @@ func run(args []string) int {
 		return exitUsage
 	}
 	return exitRuntime
+}
+
+// stopOnSignal returns a context that ends at the first SIGINT or SIGTERM:
+// commands then stop taking work and let what is open finish (serve and
+// forward give open connections --grace). A second signal exits at once,
+// as users expect of Ctrl-C pressed twice.
+func stopOnSignal() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+		case <-finished:
+			return
+		}
+		cancel()
+		select {
+		case <-sigs:
+			fmt.Fprintln(os.Stderr, "p2pnode: second signal: exiting now")
+			os.Exit(exitRuntime)
+		case <-finished:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(finished)
+		cancel()
+	}
 }
 
 // usageError marks bad usage or bad input: exit code 2.

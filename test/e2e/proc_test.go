@@ -198,6 +198,31 @@ func (p *proc) stop(t testing.TB) {
 	}
 }
 
+// signal sends sig to the process; its cleanup then no longer expects it to
+// be running.
+func (p *proc) signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	p.mu.Lock()
+	p.signaled = true
+	p.mu.Unlock()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%s: signal %v: %v", p.name, sig, err)
+	}
+}
+
+// waitExit waits for the process to exit, and checks its exit code.
+func (p *proc) waitExit(t testing.TB, timeout time.Duration, code int) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %v\n--- stderr:\n%s---", p.describe(), timeout, p.stderr.String())
+	}
+	if got := p.cmd.ProcessState.ExitCode(); got != code {
+		t.Fatalf("%s exited with %d, want %d\n--- stderr:\n%s---", p.describe(), got, code, p.stderr.String())
+	}
+}
+
 func (p *proc) exitDesc() string {
 	if p.err == nil {
 		return "exit status 0"

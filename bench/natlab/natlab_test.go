@@ -1,0 +1,562 @@
+//go:build natbench
+
+package natlab
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/p2pnode/p2pnode/internal/netlab"
+)
+
+var (
+	flagTries      = flag.Int("tries", 10, "tries per combination (each in a fresh lab)")
+	flagPairs      = flag.String("pairs", "", "comma list of CLIENT/SERVER router pairs to run, e.g. eim-apdf/eim-apdf,edm/edm (default: all)")
+	flagTransports = flag.String("transports", "", "comma list of transports to run: tcp, quic (default: both)")
+	flagInbound    = flag.String("inbound", "", "comma list of router behaviours for unsolicited inbound traffic: drop, reject (default: both)")
+	flagTryTimeout = flag.Duration("try-timeout", 60*time.Second, "bound on one try, from starting the bootstrap node to the echo check")
+)
+
+// pairs are the client/server router kinds measured, client first.
+var pairs = [][2]netlab.NAT{
+	{netlab.NATPortRestricted, netlab.NATPortRestricted},
+	{netlab.NATFullCone, netlab.NATPortRestricted},
+	{netlab.NATNone, netlab.NATPortRestricted},
+	{netlab.NATFirewall, netlab.NATPortRestricted},
+	{netlab.NATSymmetric, netlab.NATPortRestricted},
+	{netlab.NATSymmetric, netlab.NATSymmetric},
+}
+
+// listenAddrs are bootstrap's and serve's only listen address per
+// transport; forward listens on the same with port 0.
+var listenAddrs = map[string]string{
+	"tcp":  "/ip4/0.0.0.0/tcp/4001",
+	"quic": "/ip4/0.0.0.0/udp/4001/quic-v1",
+}
+
+var transports = []string{"tcp", "quic"}
+
+// banner is what the target service sends first, like sshd.
+const banner = "SSH-2.0-p2pnode-bench\r\n"
+
+// Targets the table is judged against.
+const (
+	targetPunch     = 100 * time.Millisecond
+	targetReachable = 2 * time.Second
+	targetFirstByte = 3 * time.Second
+)
+
+// combo is one row of the matrix.
+type combo struct {
+	client, server netlab.NAT
+	reject         bool // routers answer unsolicited inbound (RST / ICMP) instead of dropping it
+	transport      string
+}
+
+func (c combo) pair() string { return string(c.client) + "/" + string(c.server) }
+
+func (c combo) inbound() string {
+	if c.reject {
+		return "reject"
+	}
+	return "drop"
+}
+
+func (c combo) String() string { return c.pair() + " " + c.inbound() + " " + c.transport }
+
+// siteOpts are AddSite's options for a site of kind nat: a site without a
+// router (none) has nothing to reject with.
+func (c combo) siteOpts(nat netlab.NAT) []netlab.SiteOption {
+	if c.reject && nat != netlab.NATNone {
+		return []netlab.SiteOption{netlab.RejectInbound()}
+	}
+	return nil
+}
+
+// tryResult is what one try measured.
+type tryResult struct {
+	reachable   time.Duration // serve start → reachable by peer ID
+	reachableOK bool
+	path        string        // forward's "connected" path: direct or relayed ("" if unknown)
+	punch       time.Duration // relayed → direct, from forward's hole punching line
+	punched     bool
+	firstByte   time.Duration // forward start → first banner byte through the forward
+	firstByteOK bool
+	failure     string   // why the try did not get the banner and its echo through
+	notes       []string // processes that did not stop cleanly
+}
+
+// TestNATMatrix runs every selected combination -tries times, each try in a
+// fresh lab, and prints the table.
+func TestNATMatrix(t *testing.T) {
+	combos := selectCombos(t)
+	if *flagTries < 1 {
+		t.Fatalf("-tries %d: want at least 1", *flagTries)
+	}
+	began := time.Now()
+	results := make([][]tryResult, len(combos))
+	for i, c := range combos {
+		for n := 1; n <= *flagTries; n++ {
+			res := tryResult{failure: "harness error (see the subtest's log)"}
+			name := fmt.Sprintf("%s_to_%s/%s/%s/try%d", c.client, c.server, c.inbound(), c.transport, n)
+			ok := t.Run(name, func(t *testing.T) { res = runTry(t, c) })
+			if !ok && res.failure == "" {
+				res.notes = append(res.notes, "the try's subtest failed after measuring (see its log)")
+			}
+			results[i] = append(results[i], res)
+			fmt.Printf("try %-32s %d/%d: %s\n", c, n, *flagTries, res.summary())
+		}
+	}
+	printTable(os.Stdout, combos, results, time.Since(began))
+}
+
+// selectCombos is the matrix, narrowed by -pairs, -inbound and -transports.
+func selectCombos(t *testing.T) []combo {
+	t.Helper()
+	var pairNames []string
+	for _, p := range pairs {
+		pairNames = append(pairNames, string(p[0])+"/"+string(p[1]))
+	}
+	wantPairs := commaList(t, "-pairs", *flagPairs, pairNames)
+	wantInbound := commaList(t, "-inbound", *flagInbound, []string{"drop", "reject"})
+	wantTransports := commaList(t, "-transports", *flagTransports, transports)
+	var combos []combo
+	for _, p := range pairs {
+		for _, reject := range []bool{false, true} {
+			for _, tr := range transports {
+				c := combo{client: p[0], server: p[1], reject: reject, transport: tr}
+				if wantPairs[c.pair()] && wantInbound[c.inbound()] && wantTransports[tr] {
+					combos = append(combos, c)
+				}
+			}
+		}
+	}
+	return combos
+}
+
+// commaList parses flag value s, a comma list of some of valid ("" means
+// all of them), into a set.
+func commaList(t *testing.T, flagName, s string, valid []string) map[string]bool {
+	t.Helper()
+	set := map[string]bool{}
+	if strings.TrimSpace(s) == "" {
+		for _, v := range valid {
+			set[v] = true
+		}
+		return set
+	}
+	for _, v := range strings.Split(s, ",") {
+		v = strings.TrimSpace(v)
+		if !slices.Contains(valid, v) {
+			t.Fatalf("%s: unknown %q; choose from %s", flagName, v, strings.Join(valid, ","))
+		}
+		set[v] = true
+	}
+	return set
+}
+
+// runTry builds a fresh lab (conntrack state would carry over otherwise),
+// starts bootstrap, serve and forward in it and measures. What the product
+// fails to do is recorded in the result; t fails only for harness errors.
+func runTry(t *testing.T, c combo) (res tryResult) {
+	t.Helper()
+	lab := netlab.New(t)
+	bootHost := lab.AddPublicHost("boot")
+	srvHost := lab.AddSite("s", c.server, c.siteOpts(c.server)...).AddHost("srv")
+	cliHost := lab.AddSite("c", c.client, c.siteOpts(c.client)...).AddHost("cli")
+	bootHome, bootID := initHome(t)
+	srvHome, srvID := initHome(t)
+	cliHome, cliID := initHome(t)
+	targetAddr := startBannerTarget(t, srvHost)
+	ps := newProcs(t)
+	defer func() {
+		res.notes = append(res.notes, ps.stopAll()...)
+		if res.failure != "" || len(res.notes) > 0 {
+			t.Logf("%s: %s\n%s", c, res.summary(), ps.dump())
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), *flagTryTimeout)
+	defer cancel()
+	fail := func(err error) tryResult {
+		res.failure = err.Error()
+		return res
+	}
+
+	listen := listenAddrs[c.transport]
+	boot := ps.start(t, bootHost, "bootstrap", "--home", bootHome, "bootstrap", "--listen", listen, "--nat-port-map=false")
+	prefix, suffix := "/ip4/"+bootHost.IP.String()+"/", "/p2p/"+bootID
+	bootLine, err := boot.waitLine(ctx, boot.stdout, "multiaddr on "+bootHost.IP.String(), func(l string) bool {
+		return strings.HasPrefix(l, prefix) && strings.HasSuffix(l, suffix)
+	})
+	if err != nil {
+		return fail(err)
+	}
+	bootAddr := bootLine.text
+
+	serve := ps.start(t, srvHost, "serve", "--home", srvHome, "serve", "--listen", listen, "--bootstrap", bootAddr,
+		"--nat-port-map=false", "--expose", "banner="+targetAddr, "--allow", cliID)
+	if res.reachable, err = reachableAfter(ctx, serve, srvHost); err != nil {
+		return fail(err)
+	}
+	res.reachableOK = true
+
+	target := srvID + ":banner"
+	fwd := ps.start(t, cliHost, "forward", "--home", cliHome, "forward", target, "--bootstrap", bootAddr,
+		"--p2p-listen", strings.Replace(listen, "4001", "0", 1), "--nat-port-map=false", "--listen", "127.0.0.1:0")
+	fwdLine, err := fwd.waitLine(ctx, fwd.stdout, `"forwarding 127.0.0.1:PORT -> `+target+`"`, func(l string) bool {
+		m := forwardingLine.FindStringSubmatch(l)
+		return m != nil && m[2] == target
+	})
+	if err != nil {
+		return fail(err)
+	}
+	local := forwardingLine.FindStringSubmatch(fwdLine.text)[1]
+	firstByteAt, bannerErr := readBanner(ctx, cliHost.NS, local)
+	if bannerErr == nil {
+		res.firstByte, res.firstByteOK = firstByteAt.Sub(fwd.started), true
+	}
+
+	// "connected" is logged before the forwarding line, and the hole punch
+	// line before "connected": both are there (modulo pipe delivery).
+	conn, err := fwd.waitLine(ctx, fwd.stderr, `msg=connected`, logMsg("connected"))
+	if err != nil {
+		return fail(err)
+	}
+	res.path = logField(conn.text, "path")
+	if punch, _, _, _ := fwd.stderr.find(0, logMsg("direct connection by hole punching")); punch != nil {
+		took, err := time.ParseDuration(logField(punch.text, "took"))
+		if err != nil {
+			return fail(fmt.Errorf("forward's hole punching line has no took=DURATION: %q", punch.text))
+		}
+		res.punch, res.punched = took, true
+	}
+	if bannerErr != nil {
+		return fail(bannerErr)
+	}
+	return res
+}
+
+var forwardingLine = regexp.MustCompile(`^forwarding (127\.0\.0\.1:[0-9]+) -> (\S+)$`)
+
+// reachableAfter waits until serve is reachable by peer ID and returns how
+// long after its start that was: behind a router, when it logged its relay
+// reservation (slog's time=); on the public segment, when it printed ready.
+func reachableAfter(ctx context.Context, serve *proc, h *netlab.Host) (time.Duration, error) {
+	if h.Site == nil || h.Site.PublicIP() == nil {
+		ready, err := serve.waitLine(ctx, serve.stdout, `"ready: ..."`, func(l string) bool { return strings.HasPrefix(l, "ready:") })
+		if err != nil {
+			return 0, err
+		}
+		return ready.at.Sub(serve.started), nil
+	}
+	line, err := serve.waitLine(ctx, serve.stderr, `msg="relay reservation made"`, logMsg("relay reservation made"))
+	if err != nil {
+		return 0, err
+	}
+	at, err := time.Parse(time.RFC3339Nano, logField(line.text, "time"))
+	if err != nil {
+		return 0, fmt.Errorf("serve's reservation line has no time=RFC3339: %q", line.text)
+	}
+	return at.Sub(serve.started), nil
+}
+
+// readBanner connects to the forward at addr from inside namespace ns,
+// returns when the banner's first byte arrived, and checks the whole banner
+// and an echo.
+func readBanner(ctx context.Context, ns, addr string) (time.Time, error) {
+	var conn net.Conn
+	err := inNetns(ns, func() (err error) {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("dial the forward at %s: %w", addr, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	r := bufio.NewReader(conn)
+	first, err := r.ReadByte()
+	at := time.Now()
+	if err != nil {
+		return at, fmt.Errorf("no banner through the forward: %w", err)
+	}
+	rest, err := r.ReadString('\n')
+	if got := string(first) + rest; err != nil || got != banner {
+		return at, fmt.Errorf("banner through the forward: got %q (%v), want %q", got, err, banner)
+	}
+	const ping = "ping\n"
+	if _, err := io.WriteString(conn, ping); err != nil {
+		return at, fmt.Errorf("write through the forward: %w", err)
+	}
+	if got, err := r.ReadString('\n'); err != nil || got != ping {
+		return at, fmt.Errorf("echo through the forward: got %q (%v), want %q", got, err, ping)
+	}
+	return at, nil
+}
+
+// startBannerTarget listens on 127.0.0.1 inside h's namespace, as a
+// stand-in for sshd: each connection gets the banner, then an echo. It
+// returns the address; the listener and its connections close when t ends.
+func startBannerTarget(t *testing.T, h *netlab.Host) string {
+	t.Helper()
+	var l net.Listener
+	if err := inNetns(h.NS, func() (err error) {
+		l, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatalf("target listener in %s: %v", h.NS, err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := io.WriteString(c, banner); err == nil {
+					_, _ = io.Copy(c, c)
+				}
+				_ = c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr().String()
+}
+
+// inNetns runs f on an OS thread that has entered network namespace ns;
+// sockets f creates stay in ns whatever goroutine uses them later. The
+// thread goes back to the root namespace afterwards; if it cannot, it stays
+// locked and the runtime ends it with its goroutine.
+func inNetns(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		origin, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(origin)
+		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(target)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(origin, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("back from %s: %w", ns, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// summary is one line about a try, for progress and logs.
+func (r tryResult) summary() string {
+	var parts []string
+	if r.path != "" {
+		parts = append(parts, "path="+r.path)
+	}
+	if r.punched {
+		parts = append(parts, "relayed→direct="+r.punch.String())
+	}
+	if r.reachableOK {
+		parts = append(parts, "reachable="+r.reachable.Round(time.Millisecond).String())
+	}
+	if r.firstByteOK {
+		parts = append(parts, "first-byte="+r.firstByte.Round(time.Millisecond).String())
+	}
+	if r.failure != "" {
+		parts = append(parts, "FAILED: "+r.failure)
+	}
+	for _, n := range r.notes {
+		parts = append(parts, "note: "+n)
+	}
+	return strings.Join(parts, " ")
+}
+
+// row is one combination's aggregate.
+type row struct {
+	c                          combo
+	tries, direct, failures    int
+	punch, reachable, firstFwd []time.Duration
+	failureReasons, notes      []string
+}
+
+func aggregate(c combo, results []tryResult) row {
+	r := row{c: c, tries: len(results)}
+	for i, res := range results {
+		if res.path == "direct" {
+			r.direct++
+		}
+		if res.punched {
+			r.punch = append(r.punch, res.punch)
+		}
+		if res.reachableOK {
+			r.reachable = append(r.reachable, res.reachable)
+		}
+		if res.firstByteOK {
+			r.firstFwd = append(r.firstFwd, res.firstByte)
+		}
+		if res.failure != "" {
+			r.failures++
+			r.failureReasons = append(r.failureReasons, fmt.Sprintf("try %d: %s", i+1, res.failure))
+		}
+		for _, n := range res.notes {
+			r.notes = append(r.notes, fmt.Sprintf("try %d: %s", i+1, n))
+		}
+	}
+	return r
+}
+
+func (r row) directPct() float64 { return 100 * float64(r.direct) / float64(r.tries) }
+
+// quantile is the nearest-rank q-quantile of ds (q=0.5 takes the mean of
+// the two middle values of an even count); ok is false for no samples.
+func quantile(ds []time.Duration, q float64) (time.Duration, bool) {
+	if len(ds) == 0 {
+		return 0, false
+	}
+	s := slices.Clone(ds)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if q == 0.5 {
+		n := len(s)
+		if n%2 == 1 {
+			return s[n/2], true
+		}
+		return (s[n/2-1] + s[n/2]) / 2, true
+	}
+	rank := int(q*float64(len(s)) + 0.999999)
+	return s[max(rank, 1)-1], true
+}
+
+func ms(ds []time.Duration, q float64) string {
+	d, ok := quantile(ds, q)
+	if !ok {
+		return "n/a"
+	}
+	return fmt.Sprintf("%d", d.Milliseconds())
+}
+
+// printTable writes the table, the targets and what went wrong.
+func printTable(w io.Writer, combos []combo, results [][]tryResult, took time.Duration) {
+	rows := make([]row, len(combos))
+	for i, c := range combos {
+		rows[i] = aggregate(c, results[i])
+	}
+	fmt.Fprintf(w, "\nNAT matrix: p2pnode forward → serve, one fresh lab per try, %d tries per row, %v in all\n", *flagTries, took.Round(time.Second))
+	fmt.Fprintf(w, "target service: a Go listener in the server's namespace that sends %q then echoes (a stand-in for sshd)\n", banner)
+	fmt.Fprintf(w, "pair = client/server router; reject = RejectInbound() on every site with a router (none has none)\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "pair\tinbound\ttransport\ttries\tdirect %\trelayed→direct median ms\tp90 ms\tserve start→reachable median ms\tforward start→first byte median ms\tfailures\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%d\t\n", r.c.pair(), r.c.inbound(), r.c.transport, r.tries, r.directPct(),
+			ms(r.punch, 0.5), ms(r.punch, 0.9), ms(r.reachable, 0.5), ms(r.firstFwd, 0.5), r.failures)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "relayed→direct: DCUtR's took= in forward's log; n/a when no hole punch happened (direct at once, or stayed relayed)\n")
+
+	fmt.Fprintf(w, "\ntargets:\n")
+	target(w, "100% direct for pairs with a non-symmetric side when routers drop", rows, func(r row) (bool, string) {
+		if r.c.reject || (r.c.client == netlab.NATSymmetric && r.c.server == netlab.NATSymmetric) {
+			return true, ""
+		}
+		return r.direct == r.tries, fmt.Sprintf("%.0f%%", r.directPct())
+	})
+	target(w, fmt.Sprintf("relayed→direct median ≤ %d ms", targetPunch.Milliseconds()), rows, func(r row) (bool, string) {
+		d, ok := quantile(r.punch, 0.5)
+		return !ok || d <= targetPunch, fmt.Sprintf("%d ms", d.Milliseconds())
+	})
+	target(w, fmt.Sprintf("serve reachable by peer ID ≤ %v (median)", targetReachable), rows, func(r row) (bool, string) {
+		d, ok := quantile(r.reachable, 0.5)
+		return ok && d <= targetReachable, medianDesc(d, ok)
+	})
+	target(w, fmt.Sprintf("forward first byte ≤ %v (median)", targetFirstByte), rows, func(r row) (bool, string) {
+		d, ok := quantile(r.firstFwd, 0.5)
+		return ok && d <= targetFirstByte, medianDesc(d, ok)
+	})
+
+	var problems []string
+	for _, r := range rows {
+		for _, f := range r.failureReasons {
+			problems = append(problems, fmt.Sprintf("  %s %s", r.c, f))
+		}
+		for _, n := range r.notes {
+			problems = append(problems, fmt.Sprintf("  %s %s", r.c, n))
+		}
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(w, "\nfailures and unclean exits:\n%s\n", strings.Join(problems, "\n"))
+	}
+	fmt.Fprintf(w, "end of NAT matrix\n")
+}
+
+func medianDesc(d time.Duration, ok bool) string {
+	if !ok {
+		return "no sample"
+	}
+	return fmt.Sprintf("%d ms", d.Milliseconds())
+}
+
+// target prints one target: met, or the rows that miss it with their value.
+func target(w io.Writer, what string, rows []row, check func(row) (bool, string)) {
+	var missed []string
+	for _, r := range rows {
+		if ok, got := check(r); !ok {
+			missed = append(missed, fmt.Sprintf("%s (%s)", r.c, got))
+		}
+	}
+	if len(missed) == 0 {
+		fmt.Fprintf(w, "  %s: met\n", what)
+		return
+	}
+	fmt.Fprintf(w, "  %s: MISSED by %s\n", what, strings.Join(missed, ", "))
+}
