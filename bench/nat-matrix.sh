@@ -11,7 +11,7 @@
 # Flags (all optional): -tries N (default 10), -pairs CLIENT/SERVER,...
 # (eim-apdf/eim-apdf eim-eif/eim-apdf none/eim-apdf firewall/eim-apdf
 # edm/eim-apdf edm/edm), -transports tcp,quic, -inbound drop,reject,
-# -try-timeout 60s.
+# -try-timeout 60s, -show-output (every process's output in the log).
 #
 # Only the table and one progress line per try are shown; the full verbose
 # log (with every process's output for failed tries) goes to

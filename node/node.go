@@ -122,8 +122,26 @@ type Config struct {
 	// SYN-ACK, and go-libp2p's "failed to reuse port"). The hole punch
 	// itself still learns our public address from identify.
 	ClientOnly bool
+	// StreamLimits give protocols (and the resource-manager services their
+	// streams are attached to) their own stream limits, in place of
+	// go-libp2p's defaults, which allow about 70 inbound streams of one
+	// protocol per peer: a forward with more open TCP connections than that
+	// would be refused.
+	StreamLimits []StreamLimit
 	// HostOptions are extra libp2p options a role adds (see package bootstrap).
 	HostOptions []libp2p.Option
+}
+
+// StreamLimit bounds the streams of one protocol, in total and per peer,
+// inbound and outbound alike (counts of streams).
+type StreamLimit struct {
+	// Protocol is the stream protocol ID.
+	Protocol protocol.ID
+	// Service, if not empty, is the resource-manager service name that
+	// the protocol's handler attaches its streams to.
+	Service string
+	// PerPeer and Total are the stream counts allowed.
+	PerPeer, Total int
 }
 
 // Node is a running libp2p host joined to the overlay. Its goroutines stop on
@@ -177,7 +195,7 @@ func New(cfg Config) (*Node, error) {
 		cfg.ConnHighWater = 400
 	}
 
-	rm, err := newResourceManager()
+	rm, err := newResourceManager(cfg.StreamLimits)
 	if err != nil {
 		return nil, err
 	}
@@ -278,9 +296,33 @@ func kadMode(m DHTMode) dht.ModeOpt {
 // memory and file descriptors, with libp2p's own services' limits set, which
 // is what libp2p.New does when no manager is given; it is built here so that
 // the limits have one place to be tuned.
-func newResourceManager() (network.ResourceManager, error) {
+func newResourceManager(streams []StreamLimit) (network.ResourceManager, error) {
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
+	var maxPerPeer int
+	for _, l := range streams {
+		total := rcmgr.BaseLimit{Streams: l.Total, StreamsInbound: l.Total, StreamsOutbound: l.Total, Memory: 256 << 20}
+		perPeer := rcmgr.BaseLimit{Streams: l.PerPeer, StreamsInbound: l.PerPeer, StreamsOutbound: l.PerPeer, Memory: 128 << 20}
+		limits.AddProtocolLimit(l.Protocol, total, rcmgr.BaseLimitIncrease{})
+		limits.AddProtocolPeerLimit(l.Protocol, perPeer, rcmgr.BaseLimitIncrease{})
+		if l.Service != "" {
+			limits.AddServiceLimit(l.Service, total, rcmgr.BaseLimitIncrease{})
+			limits.AddServicePeerLimit(l.Service, perPeer, rcmgr.BaseLimitIncrease{})
+		}
+		maxPerPeer = max(maxPerPeer, l.PerPeer)
+	}
+	// A peer's streams of every protocol count against the peer's own
+	// limit too; leave room above the largest protocol limit.
+	if maxPerPeer > 0 {
+		pb := &limits.PeerBaseLimit
+		pb.Streams = max(pb.Streams, maxPerPeer+512)
+		pb.StreamsInbound = max(pb.StreamsInbound, maxPerPeer+256)
+		pb.StreamsOutbound = max(pb.StreamsOutbound, maxPerPeer+512)
+		sb := &limits.SystemBaseLimit
+		sb.Streams = max(sb.Streams, 4*maxPerPeer)
+		sb.StreamsInbound = max(sb.StreamsInbound, 4*maxPerPeer)
+		sb.StreamsOutbound = max(sb.StreamsOutbound, 4*maxPerPeer)
+	}
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)

@@ -31,6 +31,7 @@ var (
 	flagTransports = flag.String("transports", "", "comma list of transports to run: tcp, quic (default: both)")
 	flagInbound    = flag.String("inbound", "", "comma list of router behaviours for unsolicited inbound traffic: drop, reject (default: both)")
 	flagTryTimeout = flag.Duration("try-timeout", 60*time.Second, "bound on one try, from starting the bootstrap node to the echo check")
+	flagShowOutput = flag.Bool("show-output", false, "log every process's output for every try, not only for failed ones (with -v)")
 )
 
 // pairs are the client/server router kinds measured, client first.
@@ -187,7 +188,7 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 	ps := newProcs(t)
 	defer func() {
 		res.notes = append(res.notes, ps.stopAll()...)
-		if res.failure != "" || len(res.notes) > 0 {
+		if res.failure != "" || len(res.notes) > 0 || *flagShowOutput {
 			t.Logf("%s: %s\n%s", c, res.summary(), ps.dump())
 		}
 	}()
@@ -483,7 +484,7 @@ func ms(ds []time.Duration, q float64) string {
 	if !ok {
 		return "n/a"
 	}
-	return fmt.Sprintf("%d", d.Milliseconds())
+	return fmt.Sprintf("%d", d.Round(time.Millisecond).Milliseconds())
 }
 
 // printTable writes the table, the targets and what went wrong.
@@ -496,9 +497,9 @@ func printTable(w io.Writer, combos []combo, results [][]tryResult, took time.Du
 	fmt.Fprintf(w, "target service: a Go listener in the server's namespace that sends %q then echoes (a stand-in for sshd)\n", banner)
 	fmt.Fprintf(w, "pair = client/server router; reject = RejectInbound() on every site with a router (none has none)\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "pair\tinbound\ttransport\ttries\tdirect %\trelayed→direct median ms\tp90 ms\tserve start→reachable median ms\tforward start→first byte median ms\tfailures\t")
+	fmt.Fprintln(tw, "pair\tinbound\ttransport\ttries\tdirect %\trelayed→direct median ms\tp90 ms\tserve start→reachable median ms\tforward start→first byte median ms\tfailures")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%d\t\n", r.c.pair(), r.c.inbound(), r.c.transport, r.tries, r.directPct(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%d\n", r.c.pair(), r.c.inbound(), r.c.transport, r.tries, r.directPct(),
 			ms(r.punch, 0.5), ms(r.punch, 0.9), ms(r.reachable, 0.5), ms(r.firstFwd, 0.5), r.failures)
 	}
 	tw.Flush()

@@ -111,7 +111,6 @@ func (ps *procs) stopAll() []string {
 			notes = append(notes, note)
 		}
 	}
-	ps.list = nil
 	ps.cancel()
 	return notes
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
 	"github.com/p2pnode/p2pnode/node"
+	"github.com/p2pnode/p2pnode/overlay"
 )
 
 // nodeFlags are the flags of every command that runs a node. Set flags
@@ -35,7 +36,18 @@ func (f *nodeFlags) register(fs *pflag.FlagSet, listenName string) {
 // when not nil, replaces the config file's listen addresses unless a flag
 // names some (forward uses ephemeral ports). Every error is bad input.
 func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, listen []string, defaultListen []ma.Multiaddr) (node.Config, error) {
-	cfg := node.Config{Logger: g.logger, NATPortMap: file.Node.NATPortMap, DHTProtocolPrefix: protocol.ID(file.Node.DHTProtocolPrefix)}
+	cfg := node.Config{
+		Logger:            g.logger,
+		NATPortMap:        file.Node.NATPortMap,
+		DHTProtocolPrefix: protocol.ID(file.Node.DHTProtocolPrefix),
+		// One stream per forwarded TCP connection: a forward may carry
+		// thousands at once (a browser, a load test); past that, the
+		// resource manager refuses more from that peer.
+		StreamLimits: []node.StreamLimit{{
+			Protocol: overlay.ProtocolID, Service: overlay.ServiceName,
+			PerPeer: 4096, Total: 16384,
+		}},
+	}
 	if f.fs.Changed("nat-port-map") {
 		cfg.NATPortMap = f.natPortMap
 	}
