@@ -37,6 +37,5 @@ echo "nat-matrix: full log in $log" >&2
 go test -tags natbench -run TestNATMatrix -v -count=1 -timeout 90m ./bench/natlab/ -args "$@" 2>&1 |
 	tee "$log" |
 	awk '/^NAT matrix:/ { table = 1 }
-	     table { print; if (/^end of NAT matrix/) table = 0; next }
-	     /^try / { print > "/dev/stderr" }
-	     /^(natlab:|# |FAIL|ok  |panic:|--- FAIL)/ { print > "/dev/stderr" }'
+	     table { print; fflush(); if (/^end of NAT matrix/) table = 0; next }
+	     /^try |^(natlab:|# |FAIL|ok  |panic:|--- FAIL)/ { print > "/dev/stderr"; fflush("/dev/stderr") }'

@@ -20,7 +20,7 @@ import (
 // bin is the p2pnode binary under test, built once by TestMain.
 var bin string
 
-// TestMain builds ./cmd/p2pnode once (without -race: the benchmark measures
+// TestMain checks the flags, builds ./cmd/p2pnode once (without -race: the benchmark measures
 // the binary users run), runs the benchmark and removes the binary.
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -28,6 +28,11 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	var err error
+	if combos, err = selectCombos(); err != nil {
+		fmt.Fprintf(os.Stderr, "natlab: %v\n", err)
+		return 2
+	}
 	root, err := moduleRoot()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "natlab: %v\n", err)

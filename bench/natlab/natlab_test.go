@@ -106,10 +106,6 @@ type tryResult struct {
 // TestNATMatrix runs every selected combination -tries times, each try in a
 // fresh lab, and prints the table.
 func TestNATMatrix(t *testing.T) {
-	combos := selectCombos(t)
-	if *flagTries < 1 {
-		t.Fatalf("-tries %d: want at least 1", *flagTries)
-	}
 	began := time.Now()
 	results := make([][]tryResult, len(combos))
 	for i, c := range combos {
@@ -127,49 +123,62 @@ func TestNATMatrix(t *testing.T) {
 	printTable(os.Stdout, combos, results, time.Since(began))
 }
 
+// combos is the matrix as the flags select it, set by TestMain.
+var combos []combo
+
 // selectCombos is the matrix, narrowed by -pairs, -inbound and -transports.
-func selectCombos(t *testing.T) []combo {
-	t.Helper()
+func selectCombos() ([]combo, error) {
+	if *flagTries < 1 {
+		return nil, fmt.Errorf("-tries %d: want at least 1", *flagTries)
+	}
 	var pairNames []string
 	for _, p := range pairs {
 		pairNames = append(pairNames, string(p[0])+"/"+string(p[1]))
 	}
-	wantPairs := commaList(t, "-pairs", *flagPairs, pairNames)
-	wantInbound := commaList(t, "-inbound", *flagInbound, []string{"drop", "reject"})
-	wantTransports := commaList(t, "-transports", *flagTransports, transports)
-	var combos []combo
+	wantPairs, err := commaList("-pairs", *flagPairs, pairNames)
+	if err != nil {
+		return nil, err
+	}
+	wantInbound, err := commaList("-inbound", *flagInbound, []string{"drop", "reject"})
+	if err != nil {
+		return nil, err
+	}
+	wantTransports, err := commaList("-transports", *flagTransports, transports)
+	if err != nil {
+		return nil, err
+	}
+	var cs []combo
 	for _, p := range pairs {
 		for _, reject := range []bool{false, true} {
 			for _, tr := range transports {
 				c := combo{client: p[0], server: p[1], reject: reject, transport: tr}
 				if wantPairs[c.pair()] && wantInbound[c.inbound()] && wantTransports[tr] {
-					combos = append(combos, c)
+					cs = append(cs, c)
 				}
 			}
 		}
 	}
-	return combos
+	return cs, nil
 }
 
 // commaList parses flag value s, a comma list of some of valid ("" means
 // all of them), into a set.
-func commaList(t *testing.T, flagName, s string, valid []string) map[string]bool {
-	t.Helper()
+func commaList(flagName, s string, valid []string) (map[string]bool, error) {
 	set := map[string]bool{}
 	if strings.TrimSpace(s) == "" {
 		for _, v := range valid {
 			set[v] = true
 		}
-		return set
+		return set, nil
 	}
 	for _, v := range strings.Split(s, ",") {
 		v = strings.TrimSpace(v)
 		if !slices.Contains(valid, v) {
-			t.Fatalf("%s: unknown %q; choose from %s", flagName, v, strings.Join(valid, ","))
+			return nil, fmt.Errorf("%s: unknown %q; choose from %s", flagName, v, strings.Join(valid, ","))
 		}
 		set[v] = true
 	}
-	return set
+	return set, nil
 }
 
 // runTry builds a fresh lab (conntrack state would carry over otherwise),
@@ -514,7 +523,7 @@ func printTable(w io.Writer, combos []combo, results [][]tryResult, took time.Du
 	})
 	target(w, fmt.Sprintf("relayed→direct median ≤ %d ms", targetPunch.Milliseconds()), rows, func(r row) (bool, string) {
 		d, ok := quantile(r.punch, 0.5)
-		return !ok || d <= targetPunch, fmt.Sprintf("%d ms", d.Milliseconds())
+		return !ok || d <= targetPunch, medianDesc(d, ok)
 	})
 	target(w, fmt.Sprintf("serve reachable by peer ID ≤ %v (median)", targetReachable), rows, func(r row) (bool, string) {
 		d, ok := quantile(r.reachable, 0.5)
@@ -544,7 +553,7 @@ func medianDesc(d time.Duration, ok bool) string {
 	if !ok {
 		return "no sample"
 	}
-	return fmt.Sprintf("%d ms", d.Milliseconds())
+	return fmt.Sprintf("%d ms", d.Round(time.Millisecond).Milliseconds())
 }
 
 // target prints one target: met, or the rows that miss it with their value.

@@ -108,7 +108,7 @@ direct ones by hole punching (DCUtR). A peer exposes local TCP services to
 chosen peers (serve); another forwards a local port to them (forward).`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		// `p2pnode completion bash|zsh|fish|powershell` comes from cobra.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return g.setup(cmd)
 		},

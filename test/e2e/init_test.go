@@ -25,3 +25,14 @@ func TestInitAndID(t *testing.T) {
 		t.Errorf("P2PNODE_HOME=H p2pnode id: exit %d, stdout %q, stderr %q; want %s", res.code, res.stdout, res.stderr, n.id)
 	}
 }
+
+// TestCompletion: shell completion scripts for the shells users have.
+func TestCompletion(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		res := run(t, ctx, "--home", t.TempDir(), "completion", shell)
+		if res.code != 0 || !strings.Contains(res.stdout, "p2pnode") {
+			t.Errorf("p2pnode completion %s: exit %d, %d bytes of script; stderr %q", shell, res.code, len(res.stdout), res.stderr)
+		}
+	}
+}
