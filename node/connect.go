@@ -182,6 +182,7 @@ func (n *Node) upgrade(ctx context.Context, p peer.ID) Path {
 	n.lastPunch[p] = time.Now()
 
 	start := time.Now()
+	failedBefore, _ := n.punches.failures(p)
 	hadHandler := n.hasProtocol(holepunch.Protocol)
 	if !hadHandler {
 		wctx, cancel := context.WithTimeout(ctx, dcutrReadyTimeout)
@@ -205,11 +206,11 @@ func (n *Node) upgrade(ctx context.Context, p peer.ID) Path {
 			return n.PathTo(p)
 		}
 	}
-	if n.waitDirect(pctx, p, punchTimeout) {
+	if n.waitDirect(pctx, p, punchTimeout, failedBefore) {
 		n.log.Info("direct connection by hole punching", "peer", p, "took", time.Since(start).Round(time.Millisecond))
 		return PathDirect
 	}
-	n.log.Warn("hole punch failed; carrying data through the relay", "peer", p)
+	n.log.Warn("hole punch failed; carrying data through the relay", "peer", p, "took", time.Since(start).Round(time.Millisecond))
 	return n.PathTo(p)
 }
 
@@ -238,10 +239,12 @@ func (n *Node) circuitAddrs(p peer.ID) []ma.Multiaddr {
 	return out
 }
 
-// waitDirect waits up to d for a direct connection to p. It watches
-// connection events, and also looks every 50 ms: a direct connection added
-// next to an unlimited relayed one changes no Connectedness.
-func (n *Node) waitDirect(ctx context.Context, p peer.ID, d time.Duration) bool {
+// waitDirect waits up to d for a direct connection to p, or until the
+// remote's hole punch attempts have all failed (counted from failedBefore).
+// It watches connection events, and also looks every 50 ms: a direct
+// connection added next to an unlimited relayed one changes no
+// Connectedness.
+func (n *Node) waitDirect(ctx context.Context, p peer.ID, d time.Duration, failedBefore int) bool {
 	sub, err := n.Host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
 	if err != nil {
 		return n.PathTo(p) == PathDirect
@@ -252,6 +255,10 @@ func (n *Node) waitDirect(ctx context.Context, p peer.ID, d time.Duration) bool 
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for n.PathTo(p) != PathDirect {
+		failed, changed := n.punches.failures(p)
+		if failed-failedBefore >= maxPunchAttempts {
+			return false
+		}
 		select {
 		case <-ctx.Done():
 			return false
@@ -259,6 +266,7 @@ func (n *Node) waitDirect(ctx context.Context, p peer.ID, d time.Duration) bool 
 			return false
 		case <-sub.Out():
 		case <-tick.C:
+		case <-changed:
 		}
 	}
 	return true

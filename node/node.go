@@ -164,6 +164,7 @@ type Node struct {
 
 	started atomic.Bool // set once the host listens
 
+	punches   *punchTracer
 	punchMu   sync.Mutex
 	lastPunch map[peer.ID]time.Time
 }
@@ -204,7 +205,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("connection manager: %w", err)
 	}
 
-	n := &Node{cfg: cfg, log: cfg.Logger, lastPunch: make(map[peer.ID]time.Time)}
+	n := &Node{cfg: cfg, log: cfg.Logger, lastPunch: make(map[peer.ID]time.Time), punches: newPunchTracer()}
 	var kad *dht.IpfsDHT
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
@@ -220,7 +221,7 @@ func New(cfg Config) (*Node, error) {
 		libp2p.Ping(true),
 		libp2p.EnableAutoNATv2(),
 		libp2p.EnableRelay(),
-		libp2p.EnableHolePunching(holepunch.DirectDialTimeout(directDialTimeout)),
+		libp2p.EnableHolePunching(holepunch.DirectDialTimeout(directDialTimeout), holepunch.WithTracer(n.punches)),
 		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
 		libp2p.EnableAutoRelayWithPeerSource(n.relayCandidates),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {

@@ -41,6 +41,7 @@ var pairs = [][2]netlab.NAT{
 	{netlab.NATNone, netlab.NATPortRestricted},
 	{netlab.NATFirewall, netlab.NATPortRestricted},
 	{netlab.NATSymmetric, netlab.NATPortRestricted},
+	{netlab.NATSymmetric, netlab.NATFullCone},
 	{netlab.NATSymmetric, netlab.NATSymmetric},
 }
 

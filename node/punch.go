@@ -1,0 +1,47 @@
+package node
+
+import (
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+)
+
+// maxPunchAttempts is how many DCUtR attempts the initiating side makes on
+// one relayed connection (go-libp2p's holepunch maxRetries).
+const maxPunchAttempts = 3
+
+// punchTracer counts failed hole punch attempts per peer, from go-libp2p's
+// holepunch tracer (holepunch.WithTracer), so that a forward waiting for a
+// direct connection can stop waiting once the remote has given up, rather
+// than at its timeout.
+type punchTracer struct {
+	mu      sync.Mutex
+	fails   map[peer.ID]int
+	changed chan struct{} // closed and replaced on every counted event
+}
+
+func newPunchTracer() *punchTracer {
+	return &punchTracer{fails: make(map[peer.ID]int), changed: make(chan struct{})}
+}
+
+// Trace implements holepunch.EventTracer.
+func (t *punchTracer) Trace(evt *holepunch.Event) {
+	end, ok := evt.Evt.(*holepunch.EndHolePunchEvt)
+	if !ok || end.Success {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.fails[evt.Remote]++
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// failures returns how many attempts with p failed so far, and a channel
+// closed at the next counted event.
+func (t *punchTracer) failures(p peer.ID) (int, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.fails[p], t.changed
+}
