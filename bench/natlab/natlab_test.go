@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -19,8 +18,6 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/p2pnode/p2pnode/internal/netlab"
 )
@@ -239,7 +236,7 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 		return fail(err)
 	}
 	local := forwardingLine.FindStringSubmatch(fwdLine.text)[1]
-	firstByteAt, bannerErr := readBanner(ctx, cliHost.NS, local)
+	firstByteAt, bannerErr := readBanner(ctx, cliHost, local)
 	if bannerErr == nil {
 		res.firstByte, res.firstByteOK = firstByteAt.Sub(fwd.started), true
 	}
@@ -288,12 +285,12 @@ func reachableAfter(ctx context.Context, serve *proc, h *netlab.Host) (time.Dura
 	return at.Sub(serve.started), nil
 }
 
-// readBanner connects to the forward at addr from inside namespace ns,
+// readBanner connects to the forward at addr from lab host h,
 // returns when the banner's first byte arrived, and checks the whole banner
 // and an echo.
-func readBanner(ctx context.Context, ns, addr string) (time.Time, error) {
+func readBanner(ctx context.Context, h *netlab.Host, addr string) (time.Time, error) {
 	var conn net.Conn
-	err := inNetns(ns, func() (err error) {
+	err := h.Do(func() (err error) {
 		var d net.Dialer
 		conn, err = d.DialContext(ctx, "tcp", addr)
 		return err
@@ -331,7 +328,7 @@ func readBanner(ctx context.Context, ns, addr string) (time.Time, error) {
 func startBannerTarget(t *testing.T, h *netlab.Host) string {
 	t.Helper()
 	var l net.Listener
-	if err := inNetns(h.NS, func() (err error) {
+	if err := h.Do(func() (err error) {
 		l, err = net.Listen("tcp", "127.0.0.1:0")
 		return err
 	}); err != nil {
@@ -373,41 +370,6 @@ func startBannerTarget(t *testing.T, h *netlab.Host) string {
 		wg.Wait()
 	})
 	return l.Addr().String()
-}
-
-// inNetns runs f on an OS thread that has entered network namespace ns;
-// sockets f creates stay in ns whatever goroutine uses them later. The
-// thread goes back to the root namespace afterwards; if it cannot, it stays
-// locked and the runtime ends it with its goroutine.
-func inNetns(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(origin)
-		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		ferr := f()
-		if err := unix.Setns(origin, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("back from %s: %w", ns, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
 
 // summary is one line about a try, for progress and logs.

@@ -7,7 +7,6 @@ import (
 
 	"github.com/p2pnode/p2pnode/bootstrap"
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 )
 
@@ -59,18 +58,11 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 			cfg.Standalone = len(cfg.BootstrapPeers) == 0
 			cfg.HostOptions = bootstrap.HostOptions()
 
-			ctl, err := control.Listen(g.home, g.logger)
+			n, stop, err := startDaemon(g, cfg)
 			if err != nil {
 				return err
 			}
-			defer ctl.Close()
-			n, err := node.New(cfg)
-			if err != nil {
-				return err
-			}
-			defer n.Close()
-			ctl.Serve(n)
-			defer ctl.Close() // stop answering before the node closes
+			defer stop()
 			svc, err := bootstrap.Start(n.Host, bootstrap.Config{Logger: g.logger, RelayAuthorized: authorized})
 			if err != nil {
 				return err

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -117,20 +116,11 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	cfg.Identity = key
 	cfg.ReserveRelays = true
 
-	// The control socket first: a second daemon in this home stops here,
-	// before it binds the first one's ports.
-	ctl, err := control.Listen(g.home, g.logger)
+	n, stop, err := startDaemon(g, cfg)
 	if err != nil {
 		return err
 	}
-	defer ctl.Close()
-	n, err := node.New(cfg)
-	if err != nil {
-		return err
-	}
-	defer n.Close()
-	ctl.Serve(n)
-	defer ctl.Close() // stop answering before the node closes
+	defer stop()
 	srv, err := overlay.NewServer(n.Host, svcs, overlay.WithLogger(g.logger))
 	if err != nil {
 		return err

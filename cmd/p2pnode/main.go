@@ -106,8 +106,8 @@ through a Kademlia DHT, learn their reachability with AutoNAT, reserve slots
 on circuit relays when they are private, and upgrade relayed connections to
 direct ones by hole punching (DCUtR). A peer exposes local TCP services to
 chosen peers (serve); another forwards a local port to them (forward).`,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 		// `p2pnode completion bash|zsh|fish|powershell` comes from cobra.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return g.setup(cmd)

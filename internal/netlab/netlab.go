@@ -55,12 +55,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Timeouts. Setup commands are local netlink/nft calls that take
@@ -514,6 +517,43 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) (string, er
 		return string(out), fmt.Errorf("%s on %s: %w: %s", strings.Join(append([]string{name}, args...), " "), h.Name, err, bytes.TrimSpace(out))
 	}
 	return string(out), nil
+}
+
+// Do runs f on an OS thread that has entered h's network namespace:
+// sockets f creates (net.Listen, net.Dial) stay in that namespace whatever
+// goroutine uses them later, so a test can be a client or a server on a lab
+// host without a helper process. The thread goes back to the original
+// namespace afterwards; if it cannot, it stays locked and the runtime ends
+// it with its goroutine. Do returns f's error, or why it could not enter.
+func (h *Host) Do(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		origin, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(origin)
+		target, err := unix.Open("/run/netns/"+h.NS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(target)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter namespace %s: %w", h.NS, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(origin, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("leave namespace %s: %w", h.NS, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
 }
 
 func (h *Host) String() string { return h.Name + "(" + h.IP.String() + ")" }

@@ -7,12 +7,9 @@ import (
 	"io"
 	"net"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/p2pnode/p2pnode/internal/netlab"
 )
@@ -63,7 +60,7 @@ func (ln *labNet) serveIn(t *testing.T, ctx context.Context, h *netlab.Host, all
 func (ln *labNet) serveAs(t *testing.T, ctx context.Context, h *netlab.Host, n node, allow string) (node, *proc) {
 	t.Helper()
 	var l net.Listener
-	netnsDo(t, h.NS, func() (err error) {
+	netnsDo(t, h, func() (err error) {
 		l, err = net.Listen("tcp", "127.0.0.1:0")
 		return err
 	})
@@ -109,13 +106,13 @@ func (ln *labNet) relayBytes(t *testing.T, ctx context.Context) int64 {
 	return links[0].Stats64.RX.Bytes + links[0].Stats64.TX.Bytes
 }
 
-// echoThrough sends size bytes through the forward at addr (inside ns)
+// echoThrough sends size bytes through the forward at addr (on host h)
 // and checks they all come back; it returns how many bytes the relay host
 // moved meanwhile.
-func (ln *labNet) echoThrough(t *testing.T, ctx context.Context, ns, addr string, size int64) int64 {
+func (ln *labNet) echoThrough(t *testing.T, ctx context.Context, h *netlab.Host, addr string, size int64) int64 {
 	t.Helper()
 	before := ln.relayBytes(t, ctx)
-	conn := dialIn(t, ns, addr)
+	conn := dialIn(t, h, addr)
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
 	sent, received, err := exchange(conn, pseudoRandom(addr, size))
@@ -129,11 +126,11 @@ func (ln *labNet) echoThrough(t *testing.T, ctx context.Context, ns, addr string
 	return ln.relayBytes(t, ctx) - before
 }
 
-// dialIn opens a TCP connection from inside namespace ns.
-func dialIn(t *testing.T, ns, addr string) *net.TCPConn {
+// dialIn opens a TCP connection from lab host h.
+func dialIn(t *testing.T, h *netlab.Host, addr string) *net.TCPConn {
 	t.Helper()
 	var conn *net.TCPConn
-	netnsDo(t, ns, func() error {
+	netnsDo(t, h, func() error {
 		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 		if err == nil {
 			conn = c.(*net.TCPConn)
@@ -165,41 +162,12 @@ func (st statusJSON) pathTo(peer string) string {
 	return path
 }
 
-// netnsDo runs f on an OS thread that has entered network namespace ns;
-// sockets f creates stay in ns whatever goroutine uses them later. The thread
-// goes back to the root namespace afterwards; if it cannot, it stays locked
-// and the runtime ends it with its goroutine.
-func netnsDo(t testing.TB, ns string, f func() error) {
+// netnsDo runs f inside h's network namespace (netlab.Host.Do), failing t
+// on error.
+func netnsDo(t testing.TB, h *netlab.Host, f func() error) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(origin)
-		target, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		ferr := f()
-		if err := unix.Setns(origin, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("back from %s: %w", ns, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("in namespace %s: %v", ns, err)
+	if err := h.Do(f); err != nil {
+		t.Fatalf("in %s: %v", h, err)
 	}
 }
 
@@ -231,7 +199,7 @@ func TestNATTraversal(t *testing.T) {
 			// 16 MiB each way through the relay would be over 64 MiB of
 			// traffic on its link (in and out, both directions).
 			const size = 16 << 20
-			if moved := ln.echoThrough(t, ctx, cliHost.NS, addr, size); moved > 2<<20 {
+			if moved := ln.echoThrough(t, ctx, cliHost, addr, size); moved > 2<<20 {
 				t.Errorf("the relay host moved %d bytes during a %d-byte echo: the data was relayed, not direct", moved, size)
 			}
 			if !strings.Contains(fwd.stderr.String(), "path=direct") {
@@ -261,7 +229,7 @@ func TestRelayFallback(t *testing.T) {
 			fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
 			fwd.waitStderr(t, 10*time.Second, "path=relayed")
 			if !authorized {
-				conn := dialIn(t, cliHost.NS, addr)
+				conn := dialIn(t, cliHost, addr)
 				defer conn.Close()
 				_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 				if _, _, err := exchange(conn, pseudoRandom("limited", 1<<20)); err == nil {
@@ -271,7 +239,7 @@ func TestRelayFallback(t *testing.T) {
 				return
 			}
 			const size = 16 << 20
-			if moved := ln.echoThrough(t, ctx, cliHost.NS, addr, size); moved < 2*size {
+			if moved := ln.echoThrough(t, ctx, cliHost, addr, size); moved < 2*size {
 				t.Errorf("the relay host moved only %d bytes during a %d-byte echo: not relayed?", moved, size)
 			}
 			if got := statusPath(t, ctx, server, client.id); got != "relayed" {
@@ -297,7 +265,7 @@ func TestRelayDiesAfterDirect(t *testing.T) {
 		t.Errorf("serve's status says the path to the forwarding peer is %q, want direct", got)
 	}
 
-	open := dialIn(t, cliHost.NS, addr)
+	open := dialIn(t, cliHost, addr)
 	defer open.Close()
 	_ = open.SetDeadline(time.Now().Add(60 * time.Second))
 	ping := func(word string) {
@@ -313,7 +281,7 @@ func TestRelayDiesAfterDirect(t *testing.T) {
 	ping("before the relay stops")
 	ln.bootProc.stop(t)
 	ping("after the relay stopped")
-	ln.echoThrough(t, ctx, cliHost.NS, addr, 1<<20)
+	ln.echoThrough(t, ctx, cliHost, addr, 1<<20)
 }
 
 // TestReachabilityVerdicts takes the full AutoNAT path once: a serving peer

@@ -1,0 +1,294 @@
+//go:build capacitybench
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+var forwardingLine = regexp.MustCompile(`^forwarding (127\.0\.0\.1:[0-9]+) -> (\S+)$`)
+
+// echoTarget accepts TCP connections and sends every byte back, closing
+// its write side when the client closes its own.
+func echoTarget() (net.Listener, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+				_ = c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return l, nil
+}
+
+// exchange sends size pseudo-random bytes (seeded by seed) on c while
+// reading what comes back, and checks that the sha256 and the length of
+// what came back equal what was sent.
+func exchange(c *net.TCPConn, seed uint64, size int64) error {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	src := rand.NewChaCha8(key)
+	errc := make(chan error, 1)
+	sentSum := make(chan []byte, 1)
+	go func() {
+		h := sha256.New()
+		buf := make([]byte, 32<<10)
+		for left := size; left > 0; {
+			n := int(min(left, int64(len(buf))))
+			_, _ = src.Read(buf[:n])
+			h.Write(buf[:n])
+			if _, err := c.Write(buf[:n]); err != nil {
+				errc <- fmt.Errorf("write after %d bytes: %w", size-left, err)
+				sentSum <- nil
+				return
+			}
+			left -= int64(n)
+		}
+		sentSum <- h.Sum(nil)
+		errc <- c.CloseWrite()
+	}()
+	h := sha256.New()
+	got, rerr := io.Copy(h, c)
+	werr := <-errc
+	sent := <-sentSum
+	switch {
+	case werr != nil:
+		return werr
+	case rerr != nil:
+		return fmt.Errorf("read after %d bytes: %w", got, rerr)
+	case got != size:
+		return fmt.Errorf("got %d bytes back, sent %d", got, size)
+	case !bytes.Equal(sent, h.Sum(nil)):
+		return errors.New("sha256 of the bytes received differs from the bytes sent")
+	}
+	return nil
+}
+
+type namedSampler struct {
+	name string
+	s    *sampler
+}
+
+func runConns(ctx context.Context, bin, dir string, n int, size int64, settle time.Duration) error {
+	boot, bootAddr, err := startBootstrap(ctx, bin, dir)
+	if err != nil {
+		return err
+	}
+	defer boot.Stop()
+	tg, err := echoTarget()
+	if err != nil {
+		return err
+	}
+	defer tg.Close()
+
+	serveHome, fwdHome := dir+"/serve", dir+"/forward"
+	serveID, err := initHome(ctx, bin, serveHome)
+	if err != nil {
+		return err
+	}
+	fwdID, err := initHome(ctx, bin, fwdHome)
+	if err != nil {
+		return err
+	}
+	serve, err := startProc(ctx, "serve", dir+"/serve.log", bin, "--home", serveHome, "serve",
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootAddr, "--nat-port-map=false",
+		"--expose", "echo="+tg.Addr().String(), "--allow", fwdID)
+	if err != nil {
+		return err
+	}
+	defer serve.Stop()
+	if _, err := serve.waitLine(60*time.Second, `"ready:"`, func(l string) bool { return strings.HasPrefix(l, "ready:") }); err != nil {
+		return err
+	}
+	target := serveID + ":echo"
+	fwd, err := startProc(ctx, "forward", dir+"/forward.log", bin, "--home", fwdHome, "forward", target,
+		"--bootstrap", bootAddr, "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--nat-port-map=false", "--listen", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer fwd.Stop()
+	line, err := fwd.waitLine(60*time.Second, `"forwarding 127.0.0.1:PORT -> `+target+`"`, func(l string) bool {
+		m := forwardingLine.FindStringSubmatch(l)
+		return m != nil && m[2] == target
+	})
+	if err != nil {
+		return err
+	}
+	fwdAddr := forwardingLine.FindStringSubmatch(line)[1]
+
+	// Warm-up: one connection opens the libp2p connection (and waits for
+	// the direct path), so "before" is a forward that has carried traffic.
+	if err := dialExchange(fwdAddr, 1<<20, 1<<16); err != nil {
+		return fmt.Errorf("warm-up connection: %w", err)
+	}
+	time.Sleep(settle)
+
+	procs := []namedSampler{
+		{"bootstrap", newSampler(boot.Pid(), 100*time.Millisecond)},
+		{"serve", newSampler(serve.Pid(), 100*time.Millisecond)},
+		{"forward", newSampler(fwd.Pid(), 100*time.Millisecond)},
+	}
+	defer func() {
+		for _, p := range procs {
+			p.s.Close()
+		}
+	}()
+	before := make([]procStat, len(procs))
+	for i, p := range procs {
+		p.s.resetPeak()
+		before[i] = p.s.Peak()
+	}
+
+	// All connections are open before any of them sends.
+	t0 := time.Now()
+	open := make([]*net.TCPConn, n)
+	for i := range open {
+		c, err := net.DialTimeout("tcp", fwdAddr, 30*time.Second)
+		if err != nil {
+			for _, c := range open[:i] {
+				c.Close()
+			}
+			return fmt.Errorf("open connection %d of %d: %w", i+1, n, err)
+		}
+		open[i] = c.(*net.TCPConn)
+	}
+	opened := time.Since(t0)
+	t1 := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var firstErrs sync.Map
+	var slowest atomic.Int64
+	for i, c := range open {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
+			start := time.Now()
+			if err := exchange(c, uint64(i)+1, size); err != nil {
+				if failed.Add(1) <= 5 {
+					firstErrs.Store(i, err)
+				}
+			}
+			d := int64(time.Since(start))
+			for {
+				old := slowest.Load()
+				if d <= old || slowest.CompareAndSwap(old, d) {
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	transfer := time.Since(t1)
+	peak := make([]procStat, len(procs))
+	for i, p := range procs {
+		peak[i] = p.s.Peak()
+	}
+
+	// After: fds back within fdSlack of the start for every process.
+	const fdSlack = 2
+	closedAt := time.Now()
+	var backAfter time.Duration = -1
+	var after5 []procStat
+	for time.Since(closedAt) < 60*time.Second {
+		back := true
+		cur := make([]procStat, len(procs))
+		for i, p := range procs {
+			cur[i], _ = readProc(p.s.pid)
+			if cur[i].FDs > before[i].FDs+fdSlack {
+				back = false
+			}
+		}
+		if after5 == nil && time.Since(closedAt) >= 5*time.Second {
+			after5 = cur
+		}
+		if back && backAfter < 0 {
+			backAfter = time.Since(closedAt)
+		}
+		if backAfter >= 0 && after5 != nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	final := make([]procStat, len(procs))
+	for i, p := range procs {
+		final[i], _ = readProc(p.s.pid)
+	}
+
+	total := float64(2*int64(n)*size) / (1 << 20)
+	fmt.Printf("\n== conns: %d simultaneous TCP connections through one forward, %s each way, sha256-checked ==\n", n, humanBytes(size))
+	fmt.Printf("failed connections: %d of %d\n", failed.Load(), n)
+	firstErrs.Range(func(k, v any) bool { fmt.Printf("  connection %v: %v\n", k, v); return true })
+	fmt.Printf("open all %d: %v; transfer (first byte to last close): %v; slowest connection %v; %.0f MiB moved through the forward (%.1f MiB/s both ways)\n",
+		n, opened.Round(time.Millisecond), transfer.Round(time.Millisecond), time.Duration(slowest.Load()).Round(time.Millisecond), total, total/transfer.Seconds())
+	if backAfter >= 0 {
+		fmt.Printf("fds back within %d of the start in all three processes %v after the last connection closed\n", fdSlack, backAfter.Round(time.Millisecond))
+	} else {
+		fmt.Printf("fds NOT back within %d of the start 60 s after the last connection closed\n", fdSlack)
+	}
+	fmt.Println()
+	fmt.Printf("| process   | phase            | VmRSS MiB | VmHWM MiB | fds  | threads | CPU s  |\n")
+	fmt.Printf("|-----------|------------------|-----------|-----------|------|---------|--------|\n")
+	for i, p := range procs {
+		rows := []struct {
+			phase string
+			s     procStat
+		}{{"before", before[i]}, {"peak", peak[i]}, {"after +5 s", after5[i]}, {"after (end)", final[i]}}
+		for _, r := range rows {
+			fmt.Printf("| %-9s | %-16s | %9s | %9s | %4d | %7d | %6.2f |\n", p.name, r.phase, mib(r.s.RSS), mib(r.s.HWM), r.s.FDs, r.s.Threads, r.s.CPU.Seconds())
+		}
+	}
+	fmt.Printf("(peak = the maximum of each column over 100 ms samples during the run; \"after (end)\" is %v after the last close)\n",
+		time.Since(closedAt).Round(time.Second))
+	if failed.Load() > 0 {
+		return fmt.Errorf("%d of %d connections failed", failed.Load(), n)
+	}
+	return nil
+}
+
+func dialExchange(addr string, seed uint64, size int64) error {
+	c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	return exchange(c.(*net.TCPConn), seed, size)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+var _ = os.Stderr

@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Forward throughput and latency benchmark, on loopback only.
+#
+# Builds p2pnode (no -race) and two helpers (bench/throughput/barestream, a
+# minimal forwarder over one bare go-libp2p stream; bench/throughput/latency,
+# an echo server and RTT/setup timer) into a temporary directory, then runs
+# iperf3 through every path below, interleaved in rounds (order rotated each
+# round), sending and receiving (-R):
+#
+#   direct         iperf3 straight to its server (reference)
+#   socat          socat TCP-LISTEN,fork -> TCP (a plain userspace forwarder)
+#   ssh-L          ssh -N -L to a local sshd started here (throw-away keys)
+#   bare-tcp       barestream over TCP + Noise + yamux (the stack's ceiling)
+#   bare-quic      barestream over QUIC
+#   p2pnode-tcp    p2pnode bootstrap + serve + forward, TCP transport only
+#   p2pnode-quic   the same, QUIC only
+#
+# then 1-byte ping-pong RTT (one connection) and connection setup time
+# (connect + first byte echoed) through the forwarders to an echo server.
+#
+# Usage (from anywhere in the repository):
+#   bench/throughput.sh [-rounds 3] [-time 5] [-paths direct,ssh-L,...]
+#                       [-rtt-n 10000] [-setup-n 1000] [-no-latency] [-no-throughput]
+#
+# Every measurement takes the lock $P2PNODE_BENCH_LOCK (default
+# /tmp/p2pnode-bench.lock) with flock, so that benchmarks sharing a machine
+# never measure at the same time. MB/s is 10^6 bytes per second as received
+# (iperf3's sum_received); the table shows the median over the rounds.
+set -euo pipefail
+
+rounds=3
+secs=5
+paths="direct,socat,ssh-L,bare-tcp,bare-quic,p2pnode-tcp,p2pnode-quic"
+rtt_n=10000
+setup_n=1000
+do_latency=1
+do_throughput=1
+while [ $# -gt 0 ]; do
+	case "$1" in
+	-rounds) rounds=$2; shift 2 ;;
+	-time) secs=$2; shift 2 ;;
+	-paths) paths=$2; shift 2 ;;
+	-rtt-n) rtt_n=$2; shift 2 ;;
+	-setup-n) setup_n=$2; shift 2 ;;
+	-no-latency) do_latency=0; shift ;;
+	-no-throughput) do_throughput=0; shift ;;
+	-h | -help | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) echo "throughput: unknown argument $1 (see $0 -help)" >&2; exit 2 ;;
+	esac
+done
+LOCK=${P2PNODE_BENCH_LOCK:-/tmp/p2pnode-bench.lock}
+
+missing=()
+declare -A pkg=([iperf3]=iperf3 [socat]=socat [ssh]=openssh-client [ssh-keygen]=openssh-client
+	[jq]=jq [flock]=util-linux [go]="Go (https://go.dev/dl/)")
+for tool in iperf3 socat ssh ssh-keygen jq flock go; do
+	command -v "$tool" >/dev/null || missing+=("${pkg[$tool]}")
+done
+SSHD=$(command -v sshd || true)
+[ -n "$SSHD" ] || { [ -x /usr/sbin/sshd ] && SSHD=/usr/sbin/sshd; } || missing+=(openssh-server)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "throughput: missing tools; install them with: apt-get install $(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')" >&2
+	exit 2
+fi
+
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d /tmp/p2pnode-throughput.XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "throughput: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+log "building into $tmp"
+go build -o "$tmp/p2pnode" ./cmd/p2pnode
+go build -o "$tmp/barestream" ./bench/throughput/barestream
+go build -o "$tmp/latency" ./bench/throughput/latency
+P2PNODE=$tmp/p2pnode
+freeport() { "$tmp/latency" freeport; }
+
+# start NAME CMD...: runs CMD in the background, stdout to $tmp/NAME.out,
+# stderr to $tmp/NAME.err.
+start() {
+	local name=$1; shift
+	"$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+	pids+=($!)
+	eval "pid_${name//[^a-zA-Z0-9]/_}=$!"
+}
+
+# wait_line NAME REGEX: waits (20 s) for a line of NAME's stdout matching
+# REGEX and prints it.
+wait_line() {
+	local name=$1 re=$2 i line
+	for ((i = 0; i < 200; i++)); do
+		if line=$(grep -E -m1 -- "$re" "$tmp/$name.out" 2>/dev/null); then
+			echo "$line"
+			return 0
+		fi
+		sleep 0.1
+	done
+	log "$name did not print /$re/ in 20 s; its stderr:"
+	tail -20 "$tmp/$name.err" >&2
+	exit 1
+}
+
+# wait_listen PORT: waits (20 s) until something listens on 127.0.0.1:PORT,
+# without connecting to it.
+wait_listen() {
+	local hex i
+	hex=$(printf ':%04X ' "$1")
+	for ((i = 0; i < 200; i++)); do
+		awk -v p="$hex" '$2 ~ p && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp && return 0
+		sleep 0.1
+	done
+	die "nothing listens on 127.0.0.1:$1 after 20 s"
+}
+
+iperf_port=$(freeport)
+start iperf3-server iperf3 -s -B 127.0.0.1 -p "$iperf_port"
+wait_listen "$iperf_port"
+echo_addr=$(wait_line echo-server '' 2>/dev/null || true)
+start echo-server "$tmp/latency" echo
+echo_addr=$(wait_line echo-server '^listening ' | cut -d' ' -f2)
+echo_port=${echo_addr##*:}
+
+declare -A port # path -> local port iperf3 connects to
+declare -A eport # path -> local port of the echo server through that path
+port[direct]=$iperf_port
+eport[direct]=$echo_port
+
+has_path() { [[ ",$paths," == *",$1,"* ]]; }
+
+if has_path socat; then
+	port[socat]=$(freeport)
+	start socat socat "TCP-LISTEN:${port[socat]},bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$iperf_port"
+	eport[socat]=$(freeport)
+	start socat-echo socat "TCP-LISTEN:${eport[socat]},bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$echo_port"
+	wait_listen "${port[socat]}"
+	wait_listen "${eport[socat]}"
+fi
+
+if has_path ssh-L; then
+	mkdir -p "$tmp/ssh"
+	ssh-keygen -q -t ed25519 -N '' -f "$tmp/ssh/host_key"
+	ssh-keygen -q -t ed25519 -N '' -f "$tmp/ssh/user_key"
+	[ "$(id -u)" != 0 ] || mkdir -p /run/sshd
+	ssh_port=$(freeport)
+	cat >"$tmp/ssh/sshd_config" <<EOF
+ListenAddress 127.0.0.1
+Port $ssh_port
+HostKey $tmp/ssh/host_key
+PidFile $tmp/ssh/sshd.pid
+AuthorizedKeysFile $tmp/ssh/user_key.pub
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+UseDNS no
+AllowTcpForwarding yes
+LogLevel ERROR
+EOF
+	start sshd "$SSHD" -D -e -f "$tmp/ssh/sshd_config"
+	wait_listen "$ssh_port"
+	port[ssh-L]=$(freeport)
+	eport[ssh-L]=$(freeport)
+	start ssh ssh -N -F none -p "$ssh_port" -i "$tmp/ssh/user_key" \
+		-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o IdentitiesOnly=yes \
+		-o BatchMode=yes -o LogLevel=ERROR -o ExitOnForwardFailure=yes \
+		-L "${port[ssh-L]}:127.0.0.1:$iperf_port" -L "${eport[ssh-L]}:127.0.0.1:$echo_port" \
+		-l "$(id -un)" 127.0.0.1
+	wait_listen "${port[ssh-L]}"
+	wait_listen "${eport[ssh-L]}"
+fi
+
+maddr() { # transport -> loopback listen multiaddr
+	case $1 in
+	tcp) echo /ip4/127.0.0.1/tcp/0 ;;
+	quic) echo /ip4/127.0.0.1/udp/0/quic-v1 ;;
+	esac
+}
+
+for tr in tcp quic; do
+	has_path "bare-$tr" || continue
+	for t in iperf echo; do
+		target=127.0.0.1:$iperf_port
+		[ $t = iperf ] || target=127.0.0.1:$echo_port
+		start "bare-$tr-$t-serve" "$tmp/barestream" serve -target "$target" -p2p-listen "$(maddr $tr)"
+		peer=$(wait_line "bare-$tr-$t-serve" '/p2p/')
+		start "bare-$tr-$t-fwd" "$tmp/barestream" forward -peer "$peer"
+		p=$(wait_line "bare-$tr-$t-fwd" '^listening ' | sed 's/.*://')
+		if [ $t = iperf ]; then port[bare-$tr]=$p; else eport[bare-$tr]=$p; fi
+	done
+done
+
+for tr in tcp quic; do
+	has_path "p2pnode-$tr" || continue
+	ma=$(maddr $tr)
+	for role in boot serve fwd fwdecho; do
+		"$P2PNODE" --home "$tmp/$tr-$role" init >/dev/null
+	done
+	start "$tr-boot" "$P2PNODE" --home "$tmp/$tr-boot" bootstrap --listen "$ma" --nat-port-map=false
+	boot=$(wait_line "$tr-boot" '/p2p/')
+	start "$tr-serve" "$P2PNODE" --home "$tmp/$tr-serve" serve --listen "$ma" --bootstrap "$boot" \
+		--nat-port-map=false --public --expose "iperf=127.0.0.1:$iperf_port" --expose "echo=127.0.0.1:$echo_port"
+	wait_line "$tr-serve" '^ready:' >/dev/null
+	serve_id=$(wait_line "$tr-serve" '^peer ID: ' | sed 's/^peer ID: //')
+	start "$tr-fwd" "$P2PNODE" --home "$tmp/$tr-fwd" forward "$serve_id:iperf" --bootstrap "$boot" \
+		--p2p-listen "$ma" --nat-port-map=false --listen 127.0.0.1:0
+	start "$tr-fwdecho" "$P2PNODE" --home "$tmp/$tr-fwdecho" forward "$serve_id:echo" --bootstrap "$boot" \
+		--p2p-listen "$ma" --nat-port-map=false --listen 127.0.0.1:0
+	port[p2pnode-$tr]=$(wait_line "$tr-fwd" '^forwarding ' | sed 's/^forwarding [^ ]*:\([0-9]*\) .*/\1/')
+	eport[p2pnode-$tr]=$(wait_line "$tr-fwdecho" '^forwarding ' | sed 's/^forwarding [^ ]*:\([0-9]*\) .*/\1/')
+done
+
+IFS=, read -r -a order <<<"$paths"
+for p in "${order[@]}"; do
+	[ -n "${port[$p]:-}" ] || die "unknown path $p (known: direct,socat,ssh-L,bare-tcp,bare-quic,p2pnode-tcp,p2pnode-quic)"
+done
+
+# mbps PATH DIR ROUND: one iperf3 run, prints MB/s received.
+mbps() {
+	local path=$1 dir=$2 r=$3 json=$tmp/iperf-$1-$2-$3.json extra=()
+	[ "$dir" = send ] || extra=(-R)
+	if ! flock "$LOCK" iperf3 -c 127.0.0.1 -p "${port[$path]}" -t "$secs" -J "${extra[@]}" >"$json"; then
+		log "iperf3 through $path ($dir) failed: $(jq -r '.error // empty' "$json" 2>/dev/null)"
+		echo nan
+		return
+	fi
+	jq -r '.end.sum_received.bits_per_second / 8 / 1e6 | . * 10 | round / 10' "$json"
+}
+
+median() { # numbers on stdin -> median
+	sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+declare -A runs # "path dir" -> space-separated MB/s of each round
+if [ $do_throughput = 1 ]; then
+	n=${#order[@]}
+	for ((r = 0; r < rounds; r++)); do
+		for ((i = 0; i < n; i++)); do
+			p=${order[$(((i + r) % n))]}
+			for dir in send recv; do
+				v=$(mbps "$p" $dir $r)
+				runs["$p $dir"]="${runs["$p $dir"]:-}$v "
+				log "round $((r + 1))/$rounds $p $dir: $v MB/s"
+			done
+		done
+	done
+
+	declare -A med
+	echo
+	echo "Throughput, loopback, iperf3 -t $secs, MB/s received (median of $rounds rounds; each round's value in brackets)"
+	printf '%-14s %10s %10s   %s\n' path send "recv(-R)" "rounds send | recv"
+	for p in "${order[@]}"; do
+		for dir in send recv; do
+			med["$p $dir"]=$(tr ' ' '\n' <<<"${runs["$p $dir"]}" | grep -v '^$' | median)
+		done
+		printf '%-14s %10s %10s   [%s| %s]\n' "$p" "${med["$p send"]}" "${med["$p recv"]}" "${runs["$p send"]}" "${runs["$p recv"]}"
+	done
+	ratio() { # A B DIR -> A/B
+		local a=${med["$1 $3"]:-} b=${med["$2 $3"]:-}
+		[ -n "$a" ] && [ -n "$b" ] || { echo "-"; return; }
+		awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+	}
+	echo
+	printf '%-30s %6s %6s   %s\n' ratio send recv target
+	for tr in tcp quic; do
+		has_path "p2pnode-$tr" || continue
+		has_path ssh-L && printf '%-30s %6s %6s   %s\n' "p2pnode-$tr / ssh-L" "$(ratio p2pnode-$tr ssh-L send)" "$(ratio p2pnode-$tr ssh-L recv)" ">= 1.20"
+		has_path "bare-$tr" && printf '%-30s %6s %6s   %s\n' "p2pnode-$tr / bare-$tr" "$(ratio p2pnode-$tr bare-$tr send)" "$(ratio p2pnode-$tr bare-$tr recv)" ">= 0.85"
+		has_path bare-tcp && [ $tr = quic ] && printf '%-30s %6s %6s\n' "p2pnode-quic / bare-tcp" "$(ratio p2pnode-quic bare-tcp send)" "$(ratio p2pnode-quic bare-tcp recv)"
+	done
+fi
+
+if [ $do_latency = 1 ]; then
+	echo
+	echo "Latency, loopback, to an echo server (µs): rtt = 1-byte ping-pong on one connection ($rtt_n round trips);"
+	echo "setup = connect + 1 byte echoed on a new connection ($setup_n connections, one after the other)"
+	for p in "${order[@]}"; do
+		flock "$LOCK" "$tmp/latency" rtt -addr "127.0.0.1:${eport[$p]}" -n "$rtt_n" -name "$(printf '%-14s rtt  ' "$p")"
+		flock "$LOCK" "$tmp/latency" setup -addr "127.0.0.1:${eport[$p]}" -n "$setup_n" -name "$(printf '%-14s setup' "$p")"
+	done
+fi
