@@ -90,7 +90,6 @@ start() {
 	local name=$1; shift
 	"$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
 	pids+=($!)
-	eval "pid_${name//[^a-zA-Z0-9]/_}=$!"
 }
 
 # wait_line NAME REGEX: waits (20 s) for a line of NAME's stdout matching
@@ -124,7 +123,6 @@ wait_listen() {
 iperf_port=$(freeport)
 start iperf3-server iperf3 -s -B 127.0.0.1 -p "$iperf_port"
 wait_listen "$iperf_port"
-echo_addr=$(wait_line echo-server '' 2>/dev/null || true)
 start echo-server "$tmp/latency" echo
 echo_addr=$(wait_line echo-server '^listening ' | cut -d' ' -f2)
 echo_port=${echo_addr##*:}

@@ -1,12 +1,23 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 )
 
-const bulkSize = 64 << 20 // bytes each way
+// bulkSize is how many bytes go each way: 64 MiB in CI, or
+// P2PNODE_E2E_BULK_MIB MiB (the 1 GiB run: P2PNODE_E2E_BULK_MIB=1024
+// go test -run TestBulkBothWays -timeout 30m ./test/e2e/).
+var bulkSize = func() int64 {
+	if n, err := strconv.Atoi(os.Getenv("P2PNODE_E2E_BULK_MIB")); err == nil && n > 0 {
+		return int64(n) << 20
+	}
+	return 64 << 20
+}()
 
 // transfer is what a target saw on one connection.
 type transfer struct {
@@ -14,13 +25,13 @@ type transfer struct {
 	err            error
 }
 
-// TestBulkBothWays pushes 64 MiB each way at once through a forward and
+// TestBulkBothWays pushes bulkSize bytes each way at once through a forward and
 // checks both byte streams end to end, and that a half-close travels: a
 // target that closes its write side at once still gets all the client sends.
 func TestBulkBothWays(t *testing.T) {
 	ctx := testContext(t, 6*time.Minute)
 
-	// bulk sends its own 64 MiB while it reads the client's to EOF.
+	// bulk sends its own bulkSize bytes while it reads the client's to EOF.
 	bulkDone := make(chan transfer, 1)
 	bulk := startTarget(t, func(c *net.TCPConn) {
 		_ = c.SetDeadline(time.Now().Add(4 * time.Minute))
@@ -56,7 +67,7 @@ func TestBulkBothWays(t *testing.T) {
 	bulkAddr := fwdBulk.waitForwarding(t, server.id+":bulk")
 	halfAddr := fwdHalf.waitForwarding(t, server.id+":halfclose")
 
-	t.Run("64 MiB each way", func(t *testing.T) {
+	t.Run(fmt.Sprintf("%d MiB each way", bulkSize>>20), func(t *testing.T) {
 		c := dial(t, bulkAddr, 4*time.Minute)
 		start := time.Now()
 		sent, received, err := exchange(c, pseudoRandom("client", bulkSize))
