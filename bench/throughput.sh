@@ -112,7 +112,7 @@ wait_line() {
 # without connecting to it.
 wait_listen() {
 	local hex i
-	hex=$(printf ':%04X ' "$1")
+	hex=$(printf ':%04X$' "$1")
 	for ((i = 0; i < 200; i++)); do
 		awk -v p="$hex" '$2 ~ p && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp && return 0
 		sleep 0.1

@@ -207,9 +207,11 @@ func (n *Node) upgrade(ctx context.Context, p peer.ID) Path {
 		}
 	}
 	if n.waitDirect(pctx, p, punchTimeout, failedBefore) {
+		n.metrics.punched(true, time.Since(start))
 		n.log.Info("direct connection by hole punching", "peer", p, "took", time.Since(start).Round(time.Millisecond))
 		return PathDirect
 	}
+	n.metrics.punched(false, time.Since(start))
 	n.log.Warn("hole punch failed; carrying data through the relay", "peer", p, "took", time.Since(start).Round(time.Millisecond))
 	return n.PathTo(p)
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DHTMode says whether the node answers DHT queries (server) or only asks
@@ -128,6 +129,9 @@ type Config struct {
 	// protocol per peer: a forward with more open TCP connections than that
 	// would be refused.
 	StreamLimits []StreamLimit
+	// Metrics, if not nil, receives go-libp2p's metrics and p2pnode's own
+	// (hole punching, relay reservations). Nil turns go-libp2p's off too.
+	Metrics prometheus.Registerer
 	// HostOptions are extra libp2p options a role adds (see package bootstrap).
 	HostOptions []libp2p.Option
 }
@@ -164,6 +168,7 @@ type Node struct {
 
 	started atomic.Bool // set once the host listens
 
+	metrics   *nodeMetrics
 	punches   *punchTracer
 	punchMu   sync.Mutex
 	lastPunch map[peer.ID]time.Time
@@ -248,6 +253,11 @@ func New(cfg Config) (*Node, error) {
 	if cfg.NATPortMap {
 		opts = append(opts, libp2p.NATPortMap())
 	}
+	if cfg.Metrics != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Metrics))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
 	if cfg.ReserveRelays {
 		n.rsv = newReserver(cfg.BootstrapPeers, cfg.Logger)
 	}
@@ -261,6 +271,12 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.Host = h
 	n.DHT = kad
+	if cfg.Metrics != nil {
+		if n.metrics, err = newNodeMetrics(cfg.Metrics, n); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
 	n.started.Store(true)
 
 	ctx, cancel := context.WithCancel(context.Background())

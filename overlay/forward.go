@@ -40,6 +40,9 @@ type Forwarder struct {
 	// (redial a peer that restarted, punch again through a relay). An error
 	// closes that connection and is logged; the others carry on.
 	Prepare func(ctx context.Context) error
+	// Metrics, if not nil, counts the connections, bytes and refusals
+	// (side "forward").
+	Metrics *Metrics
 	// ShutdownGrace is how long Serve lets open connections finish after
 	// ctx ends (it stops accepting at once); those still open then are
 	// reset. Zero resets them at once.
@@ -171,6 +174,9 @@ func (f *Forwarder) forwardConn(ctx context.Context, c net.Conn) {
 	}
 	if err != nil {
 		_ = c.Close()
+		if st, ok := refusalStatus(err); ok {
+			f.Metrics.refused("forward", f.Service, st)
+		}
 		if ctx.Err() == nil {
 			log.Warn("connection not forwarded", "err", err)
 		}
@@ -182,7 +188,9 @@ func (f *Forwarder) forwardConn(ctx context.Context, c net.Conn) {
 	})
 	defer stop()
 	start := time.Now()
-	if err := Pump(hc, s); err != nil && ctx.Err() == nil {
+	counted, done := f.Metrics.track("forward", f.Service, s)
+	defer done()
+	if err := Pump(hc, counted); err != nil && ctx.Err() == nil {
 		log.Info("forwarded connection aborted", "duration", time.Since(start).Round(time.Millisecond), "err", err)
 		return
 	}
@@ -212,14 +220,19 @@ func (f *Forwarder) Stdio(ctx context.Context, in io.Reader, out io.WriteCloser)
 	}
 	s, err := Dial(ctx, f.Host, f.Peer, f.Service, f.DialOptions...)
 	if err != nil {
+		if st, ok := refusalStatus(err); ok {
+			f.Metrics.refused("forward", f.Service, st)
+		}
 		return err
 	}
+	counted, done := f.Metrics.track("forward", f.Service, s)
+	defer done()
 	sc := newStdioConn(in, out)
 	stop := context.AfterFunc(ctx, func() {
 		_ = s.Reset()
 		_ = sc.Reset()
 	})
-	err = Pump(sc, s)
+	err = Pump(sc, counted)
 	if !stop() {
 		return fmt.Errorf("forwarding to peer %s stopped: %w", f.Peer, ctx.Err())
 	}

@@ -35,6 +35,7 @@ type serverConfig struct {
 	log            *slog.Logger
 	requestTimeout time.Duration
 	dialTimeout    time.Duration
+	metrics        *Metrics
 }
 
 // WithLogger sets the logger for access decisions and failures. Default
@@ -59,6 +60,15 @@ func WithRequestTimeout(d time.Duration) ServerOption {
 			return fmt.Errorf("request timeout must be positive, got %v", d)
 		}
 		c.requestTimeout = d
+		return nil
+	}
+}
+
+// WithMetrics counts the server's forwarded connections, bytes and
+// refusals in m (side "serve").
+func WithMetrics(m *Metrics) ServerOption {
+	return func(c *serverConfig) error {
+		c.metrics = m
 		return nil
 	}
 }
@@ -279,11 +289,14 @@ func (s *Server) handle(str network.Stream) {
 		// Say nothing about which services exist: the peer may be allowed
 		// none of them.
 		log.Info("forward refused: no such service")
+		// The requested name is the remote's to choose: not a metric label.
+		s.cfg.metrics.refused("serve", "", StatusNoSuchService)
 		s.refuse(str, StatusNoSuchService, fmt.Sprintf("this peer offers no service %q", req.Service))
 		return
 	}
 	if _, allowed := s.allow[svc.Name][remote]; !allowed && !svc.Public {
 		log.Warn("forward denied: peer is not on the allow list")
+		s.cfg.metrics.refused("serve", svc.Name, StatusDenied)
 		s.refuse(str, StatusDenied, fmt.Sprintf("peer %s is not on the allow list of service %q", remote, svc.Name))
 		return
 	}
@@ -295,6 +308,7 @@ func (s *Server) handle(str network.Stream) {
 	if err != nil {
 		cause := dialCause(err, s.cfg.dialTimeout)
 		log.Warn("forward failed: target unreachable", "target", svc.Target, "err", err)
+		s.cfg.metrics.refused("serve", svc.Name, StatusUnreachable)
 		s.refuse(str, StatusUnreachable, fmt.Sprintf("target %s of service %q is unreachable: %s", svc.Target, svc.Name, cause))
 		return
 	}
@@ -313,7 +327,9 @@ func (s *Server) handle(str network.Stream) {
 
 	log.Info("forwarding", "target", svc.Target)
 	start := time.Now()
-	err = Pump(netHalfConn(conn), str)
+	counted, done := s.cfg.metrics.track("serve", svc.Name, str)
+	defer done()
+	err = Pump(netHalfConn(conn), counted)
 	if err != nil {
 		log.Info("forwarded connection aborted", "target", svc.Target, "duration", time.Since(start).Round(time.Millisecond), "err", err)
 	} else {

@@ -12,7 +12,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -93,7 +92,7 @@ type namedSampler struct {
 	s    *sampler
 }
 
-func runConns(ctx context.Context, bin, dir string, n int, size int64, settle time.Duration) error {
+func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, afterWait time.Duration) error {
 	boot, bootAddr, err := startBootstrap(ctx, bin, dir)
 	if err != nil {
 		return err
@@ -148,9 +147,9 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle ti
 	time.Sleep(settle)
 
 	procs := []namedSampler{
-		{"bootstrap", newSampler(boot.Pid(), 100*time.Millisecond)},
-		{"serve", newSampler(serve.Pid(), 100*time.Millisecond)},
-		{"forward", newSampler(fwd.Pid(), 100*time.Millisecond)},
+		{"bootstrap", newSampler(boot.Pid(), 50*time.Millisecond)},
+		{"serve", newSampler(serve.Pid(), 50*time.Millisecond)},
+		{"forward", newSampler(fwd.Pid(), 50*time.Millisecond)},
 	}
 	defer func() {
 		for _, p := range procs {
@@ -177,6 +176,20 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle ti
 		open[i] = c.(*net.TCPConn)
 	}
 	opened := time.Since(t0)
+	// Every connection has reached the target once serve holds n more fds
+	// (one target connection each) than before.
+	var endToEnd time.Duration = -1
+	for time.Since(t0) < 60*time.Second {
+		st, err := readProc(procs[1].s.pid)
+		if err == nil && st.FDs >= before[1].FDs+n {
+			endToEnd = time.Since(t0)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, p := range procs {
+		p.s.sample()
+	}
 	t1 := time.Now()
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -215,7 +228,7 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle ti
 	closedAt := time.Now()
 	var backAfter time.Duration = -1
 	var after5 []procStat
-	for time.Since(closedAt) < 60*time.Second {
+	for time.Since(closedAt) < max(60*time.Second, afterWait+time.Second) {
 		back := true
 		cur := make([]procStat, len(procs))
 		for i, p := range procs {
@@ -230,7 +243,7 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle ti
 		if back && backAfter < 0 {
 			backAfter = time.Since(closedAt)
 		}
-		if backAfter >= 0 && after5 != nil {
+		if backAfter >= 0 && after5 != nil && time.Since(closedAt) >= afterWait {
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -244,6 +257,11 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle ti
 	fmt.Printf("\n== conns: %d simultaneous TCP connections through one forward, %s each way, sha256-checked ==\n", n, humanBytes(size))
 	fmt.Printf("failed connections: %d of %d\n", failed.Load(), n)
 	firstErrs.Range(func(k, v any) bool { fmt.Printf("  connection %v: %v\n", k, v); return true })
+	if endToEnd >= 0 {
+		fmt.Printf("all %d connections reached the echo target (serve holds %d more fds) %v after the first dial\n", n, n, endToEnd.Round(time.Millisecond))
+	} else {
+		fmt.Printf("serve did not hold %d more fds within 60 s of the first dial\n", n)
+	}
 	fmt.Printf("open all %d: %v; transfer (first byte to last close): %v; slowest connection %v; %.0f MiB moved through the forward (%.1f MiB/s both ways)\n",
 		n, opened.Round(time.Millisecond), transfer.Round(time.Millisecond), time.Duration(slowest.Load()).Round(time.Millisecond), total, total/transfer.Seconds())
 	if backAfter >= 0 {
@@ -263,7 +281,7 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle ti
 			fmt.Printf("| %-9s | %-16s | %9s | %9s | %4d | %7d | %6.2f |\n", p.name, r.phase, mib(r.s.RSS), mib(r.s.HWM), r.s.FDs, r.s.Threads, r.s.CPU.Seconds())
 		}
 	}
-	fmt.Printf("(peak = the maximum of each column over 100 ms samples during the run; \"after (end)\" is %v after the last close)\n",
+	fmt.Printf("(peak = the maximum of each column over 50 ms samples during the run; \"after (end)\" is %v after the last close)\n",
 		time.Since(closedAt).Round(time.Second))
 	if failed.Load() > 0 {
 		return fmt.Errorf("%d of %d connections failed", failed.Load(), n)
@@ -290,5 +308,3 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
-
-var _ = os.Stderr

@@ -58,6 +58,11 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 			cfg.Standalone = len(cfg.BootstrapPeers) == 0
 			cfg.HostOptions = bootstrap.HostOptions()
 
+			stopMetrics, err := nf.startMetrics(g)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			n, stop, err := startDaemon(g, cfg)
 			if err != nil {
 				return err
@@ -79,6 +84,7 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 		},
 	}
 	nf.register(cmd.Flags(), "listen")
+	nf.registerMetrics(cmd.Flags())
 	cmd.Flags().StringArrayVar(&relayAllow, "relay-allow", nil, "peer ID whose relayed connections to other --relay-allow peers are not limited (repeatable; adds to [bootstrap] relay_allow)")
 	return cmd
 }

@@ -52,6 +52,7 @@ ID. With the lower-case form from 'p2pnode id --cid', %h works as well.)`,
 	f.DurationVar(&a.timeout, "timeout", time.Minute, "how long to look for and connect to the peer")
 	f.DurationVar(&a.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, how long open connections may take to finish (a second signal exits at once)")
 	a.node.register(f, "p2p-listen")
+	a.node.registerMetrics(f)
 	return cmd
 }
 
@@ -122,6 +123,15 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	cfg.DHTMode = node.DHTModeClient
 	cfg.ClientOnly = true
 
+	stopMetrics, err := a.node.startMetrics(g)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	m, err := forwardMetrics(&a.node)
+	if err != nil {
+		return err
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
@@ -144,6 +154,7 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		// relayed one carries them only when hole punching failed.
 		DialOptions:   []overlay.DialOption{overlay.WithAllowLimitedConn()},
 		ShutdownGrace: a.grace,
+		Metrics:       m,
 		Prepare: func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, a.timeout)
 			defer cancel()

@@ -49,6 +49,7 @@ reachable, whatever a peer asks for.`,
 	f.BoolVar(&a.public, "public", false, "let every peer use the --expose services")
 	f.DurationVar(&a.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, how long open forwarded connections may take to finish (a second signal exits at once)")
 	a.node.register(f, "listen")
+	a.node.registerMetrics(f)
 	return cmd
 }
 
@@ -116,12 +117,21 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	cfg.Identity = key
 	cfg.ReserveRelays = true
 
+	stopMetrics, err := a.node.startMetrics(g)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	m, err := forwardMetrics(&a.node)
+	if err != nil {
+		return err
+	}
 	n, stop, err := startDaemon(g, cfg)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	srv, err := overlay.NewServer(n.Host, svcs, overlay.WithLogger(g.logger))
+	srv, err := overlay.NewServer(n.Host, svcs, overlay.WithLogger(g.logger), overlay.WithMetrics(m))
 	if err != nil {
 		return err
 	}

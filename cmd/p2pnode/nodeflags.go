@@ -4,6 +4,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
@@ -17,6 +18,7 @@ type nodeFlags struct {
 	listen     []string
 	bootstrap  []string
 	natPortMap bool
+	metrics    string
 
 	fs         *pflag.FlagSet
 	listenName string
@@ -29,7 +31,21 @@ func (f *nodeFlags) register(fs *pflag.FlagSet, listenName string) {
 	fs.StringArrayVar(&f.listen, listenName, nil, "multiaddr to listen on, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; default from config.toml)")
 	fs.StringArrayVar(&f.bootstrap, "bootstrap", nil, "bootstrap peer multiaddr ending in /p2p/PEERID (repeatable; default from config.toml, else libp2p's public bootstrap peers)")
 	fs.BoolVar(&f.natPortMap, "nat-port-map", true, "ask the router for a port mapping with UPnP/NAT-PMP (default from config.toml)")
+
 	f.listenName = listenName
+}
+
+// registerMetrics adds --metrics, for the commands that run for a while.
+func (f *nodeFlags) registerMetrics(fs *pflag.FlagSet) {
+	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://HOST:PORT/metrics")
+}
+
+// startMetrics serves metrics if --metrics was given; stop is never nil.
+func (f *nodeFlags) startMetrics(g *globalFlags) (stop func(), err error) {
+	if f.metrics == "" {
+		return func() {}, nil
+	}
+	return serveMetrics(g, f.metrics)
 }
 
 // nodeConfig turns config.toml plus flags into a node.Config. defaultListen,
@@ -47,6 +63,9 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, listen []strin
 			Protocol: overlay.ProtocolID, Service: overlay.ServiceName,
 			PerPeer: 4096, Total: 16384,
 		}},
+	}
+	if f.metrics != "" {
+		cfg.Metrics = prometheus.DefaultRegisterer
 	}
 	if f.fs.Changed("nat-port-map") {
 		cfg.NATPortMap = f.natPortMap

@@ -1,0 +1,53 @@
+package node
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// nodeMetrics are p2pnode's own node metrics; go-libp2p registers its own
+// (swarm, identify, holepunch, relay, resource manager...) on the same
+// registerer.
+type nodeMetrics struct {
+	punches      *prometheus.CounterVec
+	timeToDirect prometheus.Histogram
+}
+
+func newNodeMetrics(reg prometheus.Registerer, n *Node) (*nodeMetrics, error) {
+	m := &nodeMetrics{
+		punches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "p2pnode_holepunch_total",
+			Help: "Upgrades of a relayed connection by DCUtR hole punching, by outcome (direct, failed).",
+		}, []string{"outcome"}),
+		timeToDirect: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "p2pnode_time_to_direct_seconds",
+			Help:    "Time from a relayed connection to a direct one by hole punching, in seconds.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12), // 10 ms to 20 s
+		}),
+	}
+	reservations := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "p2pnode_relay_reservations",
+		Help: "Circuit relay v2 reservations this node holds.",
+	}, func() float64 { return float64(len(n.Reservations())) })
+	for _, c := range []prometheus.Collector{m.punches, m.timeToDirect, reservations} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// punched records the outcome of one upgrade attempt.
+func (m *nodeMetrics) punched(direct bool, took time.Duration) {
+	if m == nil {
+		return
+	}
+	if direct {
+		m.punches.WithLabelValues("direct").Inc()
+		m.timeToDirect.Observe(took.Seconds())
+		return
+	}
+	m.punches.WithLabelValues("failed").Inc()
+}
