@@ -91,7 +91,6 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-
 // value reads a counter's or gauge's current value.
 func value(t *testing.T, m prometheus.Metric) float64 {
 	t.Helper()
