@@ -29,6 +29,16 @@ type dialConfig struct {
 	allowLimited    bool
 }
 
+func newDialConfig(opts []DialOption) (dialConfig, error) {
+	cfg := dialConfig{responseTimeout: DefaultResponseTimeout}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}
+
 // WithResponseTimeout sets how long Dial waits, after the stream is open, for
 // the listener's response; d must be positive. Default
 // [DefaultResponseTimeout]. The time to connect and open the stream is bounded
@@ -92,11 +102,9 @@ func (e *RefusedError) Error() string {
 // not speak [ProtocolID] (it runs no p2pnode serve) yields an error saying
 // so; connection failures and timeouts are wrapped with %w.
 func Dial(ctx context.Context, h host.Host, p peer.ID, service string, opts ...DialOption) (network.Stream, error) {
-	cfg := dialConfig{responseTimeout: DefaultResponseTimeout}
-	for _, o := range opts {
-		if err := o(&cfg); err != nil {
-			return nil, err
-		}
+	cfg, err := newDialConfig(opts)
+	if err != nil {
+		return nil, err
 	}
 	if h == nil {
 		return nil, errors.New("overlay: Dial needs a host")

@@ -158,6 +158,7 @@ func NewServer(h host.Host, services []Service, opts ...ServerOption) (*Server, 
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ProtocolID, s.handle)
+	h.SetStreamHandler(ServicesProtocolID, s.handleServices)
 	return s, nil
 }
 
@@ -213,6 +214,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 
 	s.host.RemoveStreamHandler(ProtocolID)
+	s.host.RemoveStreamHandler(ServicesProtocolID)
 	s.cancel()
 	for _, str := range open {
 		_ = str.Reset()

@@ -187,8 +187,12 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, a
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, p := range procs {
+	// All open, nothing sent yet: what an idle connection costs.
+	time.Sleep(time.Second)
+	idle := make([]procStat, len(procs))
+	for i, p := range procs {
 		p.s.sample()
+		idle[i], _ = readProc(p.s.pid)
 	}
 	t1 := time.Now()
 	var wg sync.WaitGroup
@@ -276,7 +280,7 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, a
 		rows := []struct {
 			phase string
 			s     procStat
-		}{{"before", before[i]}, {"peak", peak[i]}, {"after +5 s", after5[i]}, {"after (end)", final[i]}}
+		}{{"before", before[i]}, {"all open, idle", idle[i]}, {"peak", peak[i]}, {"after +5 s", after5[i]}, {"after (end)", final[i]}}
 		for _, r := range rows {
 			fmt.Printf("| %-9s | %-16s | %9s | %9s | %4d | %7d | %6.2f |\n", p.name, r.phase, mib(r.s.RSS), mib(r.s.HWM), r.s.FDs, r.s.Threads, r.s.CPU.Seconds())
 		}

@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
@@ -69,24 +71,89 @@ func warnRelayLimit(g *globalFlags, n *node.Node, p peer.ID) {
 		"peer", p)
 }
 
-// parseTarget splits PEERID:SERVICE. A peer ID never contains a colon.
-func parseTarget(s string) (peer.ID, string, error) {
+// target is what forward reaches: SERVICE on a peer given by its peer ID,
+// or on one of the peers that advertise a name on the DHT.
+type target struct {
+	peer    peer.ID // set for PEERID:SERVICE
+	name    string  // set for NAME/SERVICE
+	service string
+}
+
+// parseTarget reads PEERID:SERVICE or NAME/SERVICE. A peer ID never
+// contains a colon or a slash.
+func parseTarget(s string) (target, error) {
+	if name, svc, ok := strings.Cut(s, "/"); ok {
+		if err := config.CheckServiceName(name); err != nil {
+			return target{}, usagef("bad target %q: name %v", s, err)
+		}
+		if err := config.CheckServiceName(svc); err != nil {
+			return target{}, usagef("bad target %q: service %v", s, err)
+		}
+		return target{name: name, service: svc}, nil
+	}
 	idStr, svc, ok := strings.Cut(s, ":")
 	if !ok || idStr == "" || svc == "" {
-		return "", "", usagef("bad target %q: expected PEERID:SERVICE, e.g. 12D3KooW...:22 or 12D3KooW...:ssh", s)
+		return target{}, usagef("bad target %q: expected PEERID:SERVICE (e.g. 12D3KooW...:22) or NAME/SERVICE (e.g. movie-night/web)", s)
 	}
 	id, err := config.ParsePeerID(idStr)
 	if err != nil {
-		return "", "", usagef("bad target %q: %v", s, err)
+		return target{}, usagef("bad target %q: %v", s, err)
 	}
-	return id, svc, nil
+	return target{peer: id, service: svc}, nil
+}
+
+// resolve connects to the target's peer. For a name, it tries the peers that
+// advertise it, in the DHT's order, and takes the first that answers and
+// lets this node use the service; it says which one it chose, since a name
+// is only a hint.
+func (t target) resolve(ctx context.Context, g *globalFlags, n *node.Node) (peer.ID, node.Path, error) {
+	if t.name == "" {
+		path, err := n.Connect(ctx, t.peer)
+		return t.peer, path, err
+	}
+	peers, err := n.FindByName(ctx, t.name)
+	if err != nil {
+		return "", "", err
+	}
+	if len(peers) == 0 {
+		return "", "", fmt.Errorf("no peer advertises name %q on the DHT (asked through bootstrap peers %s)", t.name, describePeers(n.BootstrapPeers()))
+	}
+	var tried []string
+	for _, ai := range peers {
+		n.Host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
+		path, err := n.Connect(ctx, ai.ID)
+		if err == nil {
+			var svcs []string
+			svcs, err = overlay.ListServices(ctx, n.Host, ai.ID, overlay.WithAllowLimitedConn())
+			if err == nil && !slices.Contains(svcs, t.service) {
+				err = fmt.Errorf("it offers this peer %v, not %q", svcs, t.service)
+			}
+		}
+		if err != nil {
+			tried = append(tried, fmt.Sprintf("%s (%v)", ai.ID, err))
+			continue
+		}
+		g.logger.Warn(fmt.Sprintf("name %q: chose peer %s of %d advertising it; a name is a hint, not an identity", t.name, ai.ID, len(peers)), "peer", ai.ID)
+		return ai.ID, path, nil
+	}
+	return "", "", fmt.Errorf("none of the %d peers advertising name %q offers service %q to this peer: %s", len(peers), t.name, t.service, strings.Join(tried, "; "))
+}
+
+// describePeers lists peer IDs for messages.
+func describePeers(ais []peer.AddrInfo) string {
+	ids := make([]string, len(ais))
+	for i, ai := range ais {
+		ids[i] = ai.ID.String()
+	}
+	return strings.Join(ids, ", ")
 }
 
 func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) error {
-	p, svc, err := parseTarget(target)
+	t, err := parseTarget(target)
 	if err != nil {
 		return err
 	}
+	svc := t.service
 	if a.timeout <= 0 {
 		return usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
 	}
@@ -106,23 +173,6 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		// say something when something is wrong.
 		g.level.Set(slog.LevelWarn)
 	}
-	file, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
-	cfg, err := a.node.nodeConfig(g, file, nil, node.EphemeralListenAddrs())
-	if err != nil {
-		return err
-	}
-	key, err := g.identity()
-	if err != nil {
-		return err
-	}
-	cfg.Identity = key
-	// A forward is a client of the DHT: it asks, it does not serve.
-	cfg.DHTMode = node.DHTModeClient
-	cfg.ClientOnly = true
-
 	stopMetrics, err := a.node.startMetrics(g)
 	if err != nil {
 		return err
@@ -132,7 +182,7 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	if err != nil {
 		return err
 	}
-	n, err := node.New(cfg)
+	n, err := a.node.startClientNode(g)
 	if err != nil {
 		return err
 	}
@@ -140,7 +190,7 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 
 	ctx := cmd.Context()
 	cctx, cancel := context.WithTimeout(ctx, a.timeout)
-	path, err := n.Connect(cctx, p)
+	p, path, err := t.resolve(cctx, g, n)
 	cancel()
 	if err != nil {
 		return err
@@ -171,6 +221,9 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		return fmt.Errorf("listen on %s: %w", a.listen, err)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "forwarding %s -> %s:%s\n", ln.Addr(), p, svc)
+	if t.name != "" {
+		fmt.Fprintf(cmd.OutOrStdout(), "name %s: peer %s\n", t.name, p)
+	}
 	stopLog := context.AfterFunc(ctx, func() {
 		g.logger.Info("shutting down: no new connections; waiting for open ones", "grace", a.grace)
 	})

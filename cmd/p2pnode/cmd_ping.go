@@ -96,23 +96,7 @@ func (a *pingArgs) run(cmd *cobra.Command, g *globalFlags, target string) error 
 
 // pingOwnNode runs a short-lived node, as forward does, and pings p from it.
 func (a *pingArgs) pingOwnNode(ctx context.Context, g *globalFlags, p peer.ID) (node.PingResult, error) {
-	file, err := g.loadConfig()
-	if err != nil {
-		return node.PingResult{}, err
-	}
-	cfg, err := a.node.nodeConfig(g, file, nil, node.EphemeralListenAddrs())
-	if err != nil {
-		return node.PingResult{}, err
-	}
-	key, err := g.identity()
-	if err != nil {
-		return node.PingResult{}, err
-	}
-	cfg.Identity = key
-	// Like a forward, this node only dials out.
-	cfg.DHTMode = node.DHTModeClient
-	cfg.ClientOnly = true
-	n, err := node.New(cfg)
+	n, err := a.node.startClientNode(g)
 	if err != nil {
 		return node.PingResult{}, err
 	}

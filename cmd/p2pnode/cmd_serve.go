@@ -16,11 +16,12 @@ import (
 )
 
 type serveArgs struct {
-	node   nodeFlags
-	expose []string
-	allow  []string
-	public bool
-	grace  time.Duration
+	node      nodeFlags
+	expose    []string
+	allow     []string
+	public    bool
+	grace     time.Duration
+	advertise []string
 }
 
 func newServeCmd(g *globalFlags) *cobra.Command {
@@ -48,6 +49,7 @@ reachable, whatever a peer asks for.`,
 	f.StringArrayVar(&a.allow, "allow", nil, "peer ID allowed to use the --expose services (repeatable)")
 	f.BoolVar(&a.public, "public", false, "let every peer use the --expose services")
 	f.DurationVar(&a.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, how long open forwarded connections may take to finish (a second signal exits at once)")
+	f.StringArrayVar(&a.advertise, "advertise", nil, "announce on the DHT that this peer offers services under NAME (repeatable); others use `p2pnode find NAME`")
 	a.node.register(f, "listen")
 	a.node.registerMetrics(f)
 	return cmd
@@ -106,6 +108,11 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	if err != nil {
 		return err
 	}
+	for _, name := range a.advertise {
+		if err := config.CheckServiceName(name); err != nil {
+			return usagef("bad --advertise %q: %v", name, err)
+		}
+	}
 	cfg, err := a.node.nodeConfig(g, file, file.Node.Listen, nil)
 	if err != nil {
 		return err
@@ -150,6 +157,9 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 		g.logger.Warn("no service exposed; this node can still forward and be pinged. Add --expose [NAME=][HOST:]PORT")
 	}
 
+	for _, name := range a.advertise {
+		n.Advertise(name)
+	}
 	ctx := cmd.Context()
 	go reportReady(ctx, g, n, out)
 	<-ctx.Done()

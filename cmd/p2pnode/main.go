@@ -123,6 +123,7 @@ chosen peers (serve); another forwards a local port to them (forward).`,
 		newBootstrapCmd(g),
 		newServeCmd(g),
 		newForwardCmd(g),
+		newFindCmd(g),
 		newStatusCmd(g),
 		newPingCmd(g),
 	)

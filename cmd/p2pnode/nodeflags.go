@@ -121,3 +121,25 @@ func parseBootstrapFlags(ss []string) ([]peer.AddrInfo, error) {
 	}
 	return peers, nil
 }
+
+// startClientNode starts a short-lived node that only dials out (forward,
+// ping, find): ephemeral ports unless --p2p-listen, DHT client, no public
+// addresses advertised.
+func (f *nodeFlags) startClientNode(g *globalFlags) (*node.Node, error) {
+	file, err := g.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := f.nodeConfig(g, file, nil, node.EphemeralListenAddrs())
+	if err != nil {
+		return nil, err
+	}
+	key, err := g.identity()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Identity = key
+	cfg.DHTMode = node.DHTModeClient
+	cfg.ClientOnly = true
+	return node.New(cfg)
+}

@@ -57,7 +57,7 @@ func (ln *labNet) serveIn(t *testing.T, ctx context.Context, h *netlab.Host, all
 }
 
 // serveAs is serveIn for an initialised home.
-func (ln *labNet) serveAs(t *testing.T, ctx context.Context, h *netlab.Host, n node, allow string) (node, *proc) {
+func (ln *labNet) serveAs(t *testing.T, ctx context.Context, h *netlab.Host, n node, allow string, extra ...string) (node, *proc) {
 	t.Helper()
 	var l net.Listener
 	netnsDo(t, h, func() (err error) {
@@ -65,8 +65,9 @@ func (ln *labNet) serveAs(t *testing.T, ctx context.Context, h *netlab.Host, n n
 		return err
 	})
 	tg := startTargetOn(t, l, func(c *net.TCPConn) { _, _ = io.Copy(c, c); _ = c.CloseWrite() })
-	p := startIn(t, ctx, h.NS, "serve", "--home", n.home, "serve", "--listen", labListen[ln.transport],
-		"--bootstrap", ln.bootAddr, noPortMap, "--expose", "echo="+tg.Addr, "--allow", allow)
+	args := append([]string{"--home", n.home, "serve", "--listen", labListen[ln.transport],
+		"--bootstrap", ln.bootAddr, noPortMap, "--expose", "echo=" + tg.Addr, "--allow", allow}, extra...)
+	p := startIn(t, ctx, h.NS, "serve", args...)
 	p.waitLine(t, lookupWait, `"ready: ..."`, func(line string) bool { return strings.HasPrefix(line, "ready:") })
 	if h.Site != nil && h.Site.PublicIP() != nil {
 		p.waitStderr(t, 30*time.Second, "relay reservation made")
@@ -307,4 +308,62 @@ func TestReachabilityVerdicts(t *testing.T) {
 	if !ok {
 		t.Fatalf("serve behind a NAT still says reachability %q after 60 s, want private", last)
 	}
+}
+
+// TestNamedServices: three peers in three NAT'd sites advertise a name on
+// the DHT; a fourth finds all three with find, then forwards to one of them
+// by name, says which peer it chose, and the bytes arrive.
+func TestNamedServices(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	ln := newLabNet(t, ctx, "tcp")
+	cliHost := ln.lab.AddSite("c", netlab.NATPortRestricted).AddHost("cli")
+	var hosts []*netlab.Host
+	for _, site := range []string{"a", "b", "d"} {
+		hosts = append(hosts, ln.lab.AddSite(site, netlab.NATPortRestricted).AddHost("srv"+site))
+	}
+	client := newNode(t, ctx)
+	servers := map[string]bool{}
+	for _, h := range hosts {
+		server, p := ln.serveAs(t, ctx, h, newNode(t, ctx), client.id, "--advertise", "movie-night")
+		p.waitStderr(t, 30*time.Second, "advertised name on the DHT")
+		servers[server.id] = true
+	}
+
+	listen := strings.Replace(labListen[ln.transport], "4001", "0", 1)
+	common := []string{"--bootstrap", ln.bootAddr, "--p2p-listen", listen, noPortMap}
+	out, err := cliHost.Command(ctx, bin, append([]string{"--home", client.home, "find", "movie-night", "--json"}, common...)...).Output()
+	if err != nil {
+		t.Fatalf("p2pnode find: %v\n%s", err, out)
+	}
+	var found struct {
+		Peers []struct {
+			Peer     string   `json:"peer"`
+			Path     string   `json:"path"`
+			Services []string `json:"services"`
+			Error    string   `json:"error"`
+		} `json:"peers"`
+	}
+	if err := json.Unmarshal(out, &found); err != nil {
+		t.Fatalf("find --json printed %q: %v", out, err)
+	}
+	seen := map[string]bool{}
+	for _, f := range found.Peers {
+		if !servers[f.Peer] || f.Error != "" || len(f.Services) != 1 || f.Services[0] != "echo" {
+			t.Errorf("find: unexpected entry %+v", f)
+		}
+		seen[f.Peer] = true
+	}
+	if len(seen) != len(servers) {
+		t.Fatalf("find listed %d of the %d advertising peers:\n%s", len(seen), len(servers), out)
+	}
+
+	fwd := startIn(t, ctx, cliHost.NS, "forward movie-night/echo",
+		append([]string{"--home", client.home, "forward", "movie-night/echo", "--listen", tcpListen}, common...)...)
+	line := fwd.waitLine(t, lookupWait, "a forwarding line", func(l string) bool { return forwardingLine.MatchString(l) })
+	addr := forwardingLine.FindStringSubmatch(line)[1]
+	chosen := fwd.waitLine(t, 10*time.Second, `"name movie-night: peer ..."`, func(l string) bool { return strings.HasPrefix(l, "name movie-night: peer ") })
+	if id := strings.TrimPrefix(chosen, "name movie-night: peer "); !servers[id] {
+		t.Errorf("forward chose %q, not one of the advertising peers", id)
+	}
+	ln.echoThrough(t, ctx, cliHost, addr, 1<<20)
 }
