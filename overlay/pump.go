@@ -31,7 +31,7 @@ type Resetter interface {
 // pumpBufferSize is the copy buffer per direction, in bytes. 64 KiB matches
 // the largest TCP read the kernel usually returns and is large enough that
 // per-call overhead (yamux frames, Noise records) does not dominate.
-const pumpBufferSize = 64 << 10
+const pumpBufferSize = 32 << 10
 
 // Pump copies bytes between a and b in both directions at once and returns
 // when both directions have ended, after closing a and b.

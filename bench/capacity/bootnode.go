@@ -129,7 +129,18 @@ func runBootstrapN(ctx context.Context, bin, dir string, n, parallel int, idle t
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			// At most parallel peers starting (and connecting) at once; a
+			// peer that the bootstrap node refuses keeps waiting (and
+			// retrying, with node/'s backoff) without holding a slot.
+			released := false
+			release := func() {
+				if !released {
+					released = true
+					<-sem
+				}
+			}
+			defer release()
+			start := time.Now()
 			p, err := newPeer(ctx, peerIP(i), *bootInfo, i%2 == 0, log.With("peer", i))
 			if err != nil {
 				log.Error("node.New", "peer", i, "error", err)
@@ -137,9 +148,16 @@ func runBootstrapN(ctx context.Context, bin, dir string, n, parallel int, idle t
 				return
 			}
 			peers[i] = p
-			wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			defer cancel()
-			if _, err := p.WaitBootstrap(wctx); err != nil {
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = p.WaitBootstrap(wctx)
+			cancel()
+			if err != nil {
+				release()
+				wctx, cancel := context.WithTimeout(ctx, 60*time.Second-time.Since(start))
+				_, err = p.WaitBootstrap(wctx)
+				cancel()
+			}
+			if err != nil {
 				failed.Add(1)
 				return
 			}

@@ -63,7 +63,7 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 				return err
 			}
 			defer stopMetrics()
-			n, stop, err := startDaemon(g, cfg)
+			n, stop, err := startDaemon(g, cfg, nil)
 			if err != nil {
 				return err
 			}

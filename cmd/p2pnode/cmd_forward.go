@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -10,11 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -153,7 +157,6 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	if err != nil {
 		return err
 	}
-	svc := t.service
 	if a.timeout <= 0 {
 		return usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
 	}
@@ -173,6 +176,14 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		// say something when something is wrong.
 		g.level.Set(slog.LevelWarn)
 	}
+	ctx := cmd.Context()
+	if c, err := control.Dial(g.home); err == nil {
+		defer c.Close()
+		return a.runThroughDaemon(ctx, cmd, g, c, target, t)
+	} else if !errors.Is(err, control.ErrNotRunning) {
+		return err
+	}
+
 	stopMetrics, err := a.node.startMetrics(g)
 	if err != nil {
 		return err
@@ -187,32 +198,11 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		return err
 	}
 	defer n.Close()
-
-	ctx := cmd.Context()
-	cctx, cancel := context.WithTimeout(ctx, a.timeout)
-	p, path, err := t.resolve(cctx, g, n)
-	cancel()
+	f := &forwarding{g: g, n: n, timeout: a.timeout, grace: a.grace, metrics: m}
+	fw, err := f.connect(ctx, t)
 	if err != nil {
 		return err
 	}
-	g.logger.Info("connected", "peer", p, "path", path)
-	warnRelayLimit(g, n, p)
-	n.Host.ConnManager().Protect(p, "p2pnode-forward")
-	fw := &overlay.Forwarder{
-		Host: n.Host, Peer: p, Service: svc, Logger: g.logger,
-		// Streams go over a direct connection when there is one; the
-		// relayed one carries them only when hole punching failed.
-		DialOptions:   []overlay.DialOption{overlay.WithAllowLimitedConn()},
-		ShutdownGrace: a.grace,
-		Metrics:       m,
-		Prepare: func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, a.timeout)
-			defer cancel()
-			_, err := n.Reconnect(ctx, p)
-			return err
-		},
-	}
-
 	if a.stdio {
 		return fw.Stdio(ctx, os.Stdin, os.Stdout)
 	}
@@ -220,10 +210,7 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.listen, err)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "forwarding %s -> %s:%s\n", ln.Addr(), p, svc)
-	if t.name != "" {
-		fmt.Fprintf(cmd.OutOrStdout(), "name %s: peer %s\n", t.name, p)
-	}
+	printForwarding(cmd.OutOrStdout(), ln.Addr().String(), fw.Peer, t)
 	stopLog := context.AfterFunc(ctx, func() {
 		g.logger.Info("shutting down: no new connections; waiting for open ones", "grace", a.grace)
 	})
@@ -232,4 +219,101 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		return err
 	}
 	return nil
+}
+
+// printForwarding prints the lines users and scripts read: where to
+// connect, and for a name, which peer was chosen.
+func printForwarding(w io.Writer, addr string, p peer.ID, t target) {
+	fmt.Fprintf(w, "forwarding %s -> %s:%s\n", addr, p, t.service)
+	if t.name != "" {
+		fmt.Fprintf(w, "name %s: peer %s\n", t.name, p)
+	}
+}
+
+// runThroughDaemon forwards through the p2pnode daemon running in the same
+// home (DESIGN: one peer ID online once): the daemon's node carries the
+// connections, and the forward lasts as long as this command.
+func (a *forwardArgs) runThroughDaemon(ctx context.Context, cmd *cobra.Command, g *globalFlags, c *control.Client, raw string, t target) error {
+	for _, name := range []string{a.node.listenName, "bootstrap", "nat-port-map", "metrics"} {
+		if cmd.Flags().Changed(name) {
+			g.logger.Warn("a p2pnode daemon runs in the home directory: forwarding through it, --"+name+" does not apply", "home", g.home)
+		}
+	}
+	g.logger.Info("forwarding through the p2pnode daemon", "home", g.home)
+	if a.stdio {
+		return c.ForwardStdio(ctx, raw, os.Stdin, os.Stdout)
+	}
+	return c.ForwardListen(ctx, raw, a.listen, func(addr string, p peer.ID) {
+		printForwarding(cmd.OutOrStdout(), addr, p, t)
+	})
+}
+
+// forwarding sets up forwards on a node: the daemon's, or a forward
+// command's own.
+type forwarding struct {
+	g       *globalFlags
+	n       *node.Node
+	timeout time.Duration // finding and connecting to the peer
+	grace   time.Duration
+	metrics *overlay.Metrics
+}
+
+// connect finds and connects to t's peer and returns a Forwarder for it.
+func (f *forwarding) connect(ctx context.Context, t target) (*overlay.Forwarder, error) {
+	cctx, cancel := context.WithTimeout(ctx, f.timeout)
+	p, path, err := t.resolve(cctx, f.g, f.n)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	f.g.logger.Info("connected", "peer", p, "path", path)
+	warnRelayLimit(f.g, f.n, p)
+	f.n.Host.ConnManager().Protect(p, "p2pnode-forward")
+	n := f.n
+	return &overlay.Forwarder{
+		Host: n.Host, Peer: p, Service: t.service, Logger: f.g.logger,
+		// Streams go over a direct connection when there is one; the
+		// relayed one carries them only when hole punching failed.
+		DialOptions:   []overlay.DialOption{overlay.WithAllowLimitedConn()},
+		ShutdownGrace: f.grace,
+		Metrics:       f.metrics,
+		Prepare: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, f.timeout)
+			defer cancel()
+			_, err := n.Reconnect(ctx, p)
+			return err
+		},
+	}, nil
+}
+
+// ForwardListen implements control.Forwarder for the daemon.
+func (f *forwarding) ForwardListen(ctx context.Context, raw, listen string, ready func(addr string, p peer.ID)) error {
+	t, err := parseTarget(raw)
+	if err != nil {
+		return err
+	}
+	fw, err := f.connect(ctx, t)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	ready(ln.Addr().String(), fw.Peer)
+	return fw.Serve(ctx, ln)
+}
+
+// ForwardStream implements control.Forwarder for the daemon: one stream,
+// for forward --stdio.
+func (f *forwarding) ForwardStream(ctx context.Context, raw string) (network.Stream, error) {
+	t, err := parseTarget(raw)
+	if err != nil {
+		return nil, err
+	}
+	fw, err := f.connect(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	return overlay.Dial(ctx, fw.Host, fw.Peer, fw.Service, fw.DialOptions...)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -133,7 +134,9 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	if err != nil {
 		return err
 	}
-	n, stop, err := startDaemon(g, cfg)
+	n, stop, err := startDaemon(g, cfg, func(n *node.Node) control.Backend {
+		return daemonBackend{Node: n, forwarding: &forwarding{g: g, n: n, timeout: time.Minute, grace: a.grace, metrics: m}}
+	})
 	if err != nil {
 		return err
 	}

@@ -55,9 +55,16 @@ func newNode(t testing.TB, ctx context.Context) node {
 // /p2p multiaddr it prints for 127.0.0.1.
 func startBootstrap(t testing.TB, ctx context.Context) string {
 	t.Helper()
+	_, addr := startBootstrapNode(t, ctx)
+	return addr
+}
+
+// startBootstrapNode is startBootstrap that also returns the node's home.
+func startBootstrapNode(t testing.TB, ctx context.Context) (node, string) {
+	t.Helper()
 	n := newNode(t, ctx)
 	p := start(t, ctx, "bootstrap", "--home", n.home, "bootstrap", "--listen", p2pListen, noPortMap)
-	return p.waitLine(t, 30*time.Second, "a /ip4/127.0.0.1/tcp/PORT/p2p/"+n.id+" multiaddr", func(line string) bool {
+	return n, p.waitLine(t, 30*time.Second, "a /ip4/127.0.0.1/tcp/PORT/p2p/"+n.id+" multiaddr", func(line string) bool {
 		return strings.HasPrefix(line, "/ip4/127.0.0.1/tcp/") && strings.HasSuffix(line, "/p2p/"+n.id)
 	})
 }

@@ -215,6 +215,14 @@ func (s *Server) Serve(b Backend) {
 	mux.HandleFunc("POST /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		s.ping(w, r, b)
 	})
+	if f, ok := b.(Forwarder); ok {
+		mux.HandleFunc("POST /v1/forward", func(w http.ResponseWriter, r *http.Request) {
+			s.forward(w, r, f)
+		})
+		mux.HandleFunc("POST /v1/forward-stdio", func(w http.ResponseWriter, r *http.Request) {
+			s.forwardStdio(w, r, f)
+		})
+	}
 	s.srv = &http.Server{
 		Handler:           s.track(mux),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -1,0 +1,188 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2pnode/p2pnode/overlay"
+)
+
+// Forwarder is what a daemon that can forward offers through the socket
+// (serve does), so that `p2pnode forward` run next to it uses the daemon's
+// node instead of putting the same peer ID online a second time.
+type Forwarder interface {
+	// ForwardListen forwards target ("PEERID:SERVICE" or "NAME/SERVICE")
+	// from the local TCP address listen until ctx ends; it calls ready
+	// once it listens.
+	ForwardListen(ctx context.Context, target, listen string, ready func(addr string, p peer.ID)) error
+	// ForwardStream opens one forwarded stream to target.
+	ForwardStream(ctx context.Context, target string) (network.Stream, error)
+}
+
+// forwardReady is the first line of a /v1/forward answer.
+type forwardReady struct {
+	Addr string  `json:"addr"`
+	Peer peer.ID `json:"peer"`
+}
+
+// forward serves POST /v1/forward: the answer is one JSON line once the
+// daemon listens, then nothing until the forward ends. The forward lasts
+// as long as the request: when the client goes away, it stops.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, f Forwarder) {
+	q := r.URL.Query()
+	flusher, _ := w.(http.Flusher)
+	started := false
+	err := f.ForwardListen(r.Context(), q.Get("target"), q.Get("listen"), func(addr string, p peer.ID) {
+		started = true
+		writeJSON(w, http.StatusOK, forwardReady{Addr: addr, Peer: p})
+		if flusher != nil {
+			flusher.Flush()
+		}
+	})
+	if err != nil && !started {
+		writeError(w, http.StatusBadGateway, err.Error())
+	}
+}
+
+// forwardStdio serves POST /v1/forward-stdio: once the stream to the target
+// is open, the control connection itself carries its bytes, both ways, with
+// half-close.
+func (s *Server) forwardStdio(w http.ResponseWriter, r *http.Request, f Forwarder) {
+	str, err := f.ForwardStream(r.Context(), r.URL.Query().Get("target"))
+	if err != nil {
+		writeError(w, http.StatusBadGateway, err.Error())
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		_ = str.Reset()
+		writeError(w, http.StatusInternalServerError, "the control socket cannot carry a stream")
+		return
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		_ = str.Reset()
+		return
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(brw, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"); err != nil || brw.Flush() != nil {
+		_ = str.Reset()
+		return
+	}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		_ = str.Reset()
+		return
+	}
+	// Not r.Context(): net/http cancels it once the connection is hijacked.
+	// The daemon's own context ends when it closes.
+	stop := context.AfterFunc(s.ctx, func() { _ = str.Reset(); _ = conn.Close() })
+	defer stop()
+	if err := overlay.Pump(&bufferedUnixConn{UnixConn: uc, r: brw.Reader}, str); err != nil {
+		s.log.Debug("forwarded stdio stream ended", "error", err)
+	}
+}
+
+// bufferedUnixConn reads what the HTTP server had buffered first.
+type bufferedUnixConn struct {
+	*net.UnixConn
+	r *bufio.Reader
+}
+
+func (c *bufferedUnixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// ForwardListen asks the daemon to forward target from the local address
+// listen; ready gets the address it listens on and the peer it reached.
+// It returns when ctx ends (nil) or when the daemon stops forwarding (an
+// error).
+func (c *Client) ForwardListen(ctx context.Context, target, listen string, ready func(addr string, p peer.ID)) error {
+	q := url.Values{"target": {target}, "listen": {listen}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://p2pnode/v1/forward?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("no answer from the p2pnode daemon on %s: %w", c.path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return answerError(resp)
+	}
+	var first forwardReady
+	if err := json.NewDecoder(resp.Body).Decode(&first); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("control socket %s: bad forward answer: %w", c.path, err)
+	}
+	ready(first.Addr, first.Peer)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("the p2pnode daemon stopped forwarding (did it shut down?)")
+}
+
+// ForwardStdio has the daemon open one forwarded stream to target and
+// carries it over in and out: end of in closes the stream's write side, and
+// it returns once the remote side has finished (out is then closed).
+func (c *Client) ForwardStdio(ctx context.Context, target string, in io.Reader, out io.WriteCloser) error {
+	d := net.Dialer{Timeout: dialTimeout}
+	conn, err := d.DialContext(ctx, "unix", c.path)
+	if err != nil {
+		return fmt.Errorf("cannot reach the p2pnode daemon at %s: %w", c.path, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	q := url.Values{"target": {target}}
+	req, _ := http.NewRequest(http.MethodPost, "http://p2pnode/v1/forward-stdio?"+q.Encode(), nil)
+	if err := req.Write(conn); err != nil {
+		return fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return answerError(resp)
+	}
+	uc := conn.(*net.UnixConn)
+	go func() {
+		if _, err := io.Copy(uc, in); err == nil {
+			_ = uc.CloseWrite()
+		}
+	}()
+	_, err = io.Copy(out, br)
+	_ = out.Close()
+	if ctx.Err() != nil {
+		return fmt.Errorf("forwarding stopped: %w", ctx.Err())
+	}
+	return err
+}
+
+// answerError turns a daemon's error answer into an *Error.
+func answerError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var eb errorBody
+	if json.Unmarshal(body, &eb) != nil || eb.Error == "" {
+		return &Error{Code: resp.StatusCode, Message: fmt.Sprintf("the p2pnode daemon answered %s", resp.Status)}
+	}
+	return &Error{Code: resp.StatusCode, Message: eb.Error}
+}

@@ -1,0 +1,57 @@
+package e2e
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestForwardThroughDaemon: with serve running in a home, forward in the
+// same home goes through that daemon instead of putting the same peer ID
+// online a second time, with --listen and with --stdio.
+func TestForwardThroughDaemon(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	tg := startTarget(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c); _ = c.CloseWrite() })
+	bootNode, boot := startBootstrapNode(t, ctx)
+	client, server := newNode(t, ctx), newNode(t, ctx)
+	startServe(t, ctx, server, boot, "--expose", "echo="+tg.Addr, "--allow", client.id)
+	startServe(t, ctx, client, boot) // the daemon of the forwarding peer's home
+
+	fwd := start(t, ctx, "forward through daemon", "--home", client.home, "forward", server.id+":echo", "--listen", tcpListen)
+	addr := fwd.waitForwarding(t, server.id+":echo")
+	fwd.waitStderr(t, 10*time.Second, "forwarding through the p2pnode daemon")
+	c := dial(t, addr, time.Minute)
+	sent, received, err := exchange(c, pseudoRandom("daemon", 1<<20))
+	c.Close()
+	if err != nil || sent != received {
+		t.Fatalf("echo through the daemon's forward: sent %v, got %v, %v", sent, received, err)
+	}
+
+	// --stdio, as ssh's ProxyCommand runs it.
+	cmd := exec.CommandContext(ctx, bin, "--home", client.home, "forward", "--stdio", server.id+":echo")
+	cmd.Env = childEnv()
+	cmd.Stdin = strings.NewReader("through the daemon's stdio\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || string(out) != "through the daemon's stdio\n" {
+		t.Fatalf("forward --stdio through the daemon: %q, %v\nstderr: %s", out, err, stderr.String())
+	}
+
+	// One peer ID, online once: the bootstrap node sees one connection from
+	// the forwarding peer, the daemon's.
+	st, _ := statusOf(t, ctx, bootNode)
+	conns := 0
+	for _, c := range st.Connections {
+		if c.Peer == client.id {
+			conns++
+		}
+	}
+	if conns != 1 {
+		t.Errorf("the bootstrap node has %d connections from %s, want 1 (the daemon's)", conns, client.id)
+	}
+}
