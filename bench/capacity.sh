@@ -35,9 +35,11 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
 	exit 2
 fi
 
-out=$(mktemp -d /tmp/p2pnode-capacity-build.XXXXXX)
+# The binary under test gets a name of its own (capbench-node) so that it is
+# not taken for another p2pnode process on this machine (ps, pkill -f).
+out=$(mktemp -d /tmp/capbench-build.XXXXXX)
 trap 'rm -rf "$out"' EXIT
-go build -o "$out/p2pnode" ./cmd/p2pnode
-go build -tags capacitybench -o "$out/capacity" ./bench/capacity
+go build -o "$out/capbench-node" ./cmd/p2pnode
+go build -tags capacitybench -o "$out/capbench" ./bench/capacity
 
-flock /tmp/p2pnode-bench.lock "$out/capacity" -bin "$out/p2pnode" "$@" "$mode"
+flock /tmp/p2pnode-bench.lock "$out/capbench" -bin "$out/capbench-node" "$@" "$mode"

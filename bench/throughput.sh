@@ -21,6 +21,11 @@
 # Usage (from anywhere in the repository):
 #   bench/throughput.sh [-rounds 3] [-time 5] [-paths direct,ssh-L,...]
 #                       [-rtt-n 10000] [-setup-n 1000] [-no-latency] [-no-throughput]
+#                       [-baseline P2PNODE-BINARY]
+#
+# -baseline adds the paths base-tcp and base-quic: the same as p2pnode-tcp
+# and p2pnode-quic with another p2pnode binary (say, one built before a
+# change), measured in the same interleaved rounds, for before/after figures.
 #
 # Every measurement takes the lock $P2PNODE_BENCH_LOCK (default
 # /tmp/p2pnode-bench.lock) with flock, so that benchmarks sharing a machine
@@ -35,6 +40,7 @@ rtt_n=10000
 setup_n=1000
 do_latency=1
 do_throughput=1
+baseline=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-rounds) rounds=$2; shift 2 ;;
@@ -44,11 +50,16 @@ while [ $# -gt 0 ]; do
 	-setup-n) setup_n=$2; shift 2 ;;
 	-no-latency) do_latency=0; shift ;;
 	-no-throughput) do_throughput=0; shift ;;
+	-baseline) baseline=$(realpath "$2"); shift 2 ;;
 	-h | -help | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) echo "throughput: unknown argument $1 (see $0 -help)" >&2; exit 2 ;;
 	esac
 done
 LOCK=${P2PNODE_BENCH_LOCK:-/tmp/p2pnode-bench.lock}
+if [ -n "$baseline" ]; then
+	[ -x "$baseline" ] || { echo "throughput: -baseline $baseline is not an executable" >&2; exit 2; }
+	[[ ",$paths," == *,base-* ]] || paths+=",base-tcp,base-quic"
+fi
 
 missing=()
 declare -A pkg=([iperf3]=iperf3 [socat]=socat [ssh]=openssh-client [ssh-keygen]=openssh-client
@@ -198,29 +209,32 @@ for tr in tcp quic; do
 	done
 done
 
-for tr in tcp quic; do
-	has_path "p2pnode-$tr" || continue
+for v in p2pnode-tcp p2pnode-quic base-tcp base-quic; do
+	has_path "$v" || continue
+	tr=${v#*-}
+	bin=$P2PNODE
+	[[ $v != base-* ]] || bin=$baseline
 	ma=$(maddr $tr)
 	for role in boot serve fwd fwdecho; do
-		"$P2PNODE" --home "$tmp/$tr-$role" init >/dev/null
+		"$bin" --home "$tmp/$v-$role" init >/dev/null
 	done
-	start "$tr-boot" "$P2PNODE" --home "$tmp/$tr-boot" bootstrap --listen "$ma" --nat-port-map=false
-	boot=$(wait_line "$tr-boot" '/p2p/')
-	start "$tr-serve" "$P2PNODE" --home "$tmp/$tr-serve" serve --listen "$ma" --bootstrap "$boot" \
+	start "$v-boot" "$bin" --home "$tmp/$v-boot" bootstrap --listen "$ma" --nat-port-map=false
+	boot=$(wait_line "$v-boot" '/p2p/')
+	start "$v-serve" "$bin" --home "$tmp/$v-serve" serve --listen "$ma" --bootstrap "$boot" \
 		--nat-port-map=false --public --expose "iperf=127.0.0.1:$iperf_port" --expose "echo=127.0.0.1:$echo_port"
-	wait_line "$tr-serve" '^ready:' >/dev/null
-	serve_id=$(wait_line "$tr-serve" '^peer ID: ' | sed 's/^peer ID: //')
-	start "$tr-fwd" "$P2PNODE" --home "$tmp/$tr-fwd" forward "$serve_id:iperf" --bootstrap "$boot" \
+	wait_line "$v-serve" '^ready:' >/dev/null
+	serve_id=$(wait_line "$v-serve" '^peer ID: ' | sed 's/^peer ID: //')
+	start "$v-fwd" "$bin" --home "$tmp/$v-fwd" forward "$serve_id:iperf" --bootstrap "$boot" \
 		--p2p-listen "$ma" --nat-port-map=false --listen 127.0.0.1:0
-	start "$tr-fwdecho" "$P2PNODE" --home "$tmp/$tr-fwdecho" forward "$serve_id:echo" --bootstrap "$boot" \
+	start "$v-fwdecho" "$bin" --home "$tmp/$v-fwdecho" forward "$serve_id:echo" --bootstrap "$boot" \
 		--p2p-listen "$ma" --nat-port-map=false --listen 127.0.0.1:0
-	port[p2pnode-$tr]=$(wait_line "$tr-fwd" '^forwarding ' | sed 's/^forwarding [^ ]*:\([0-9]*\) .*/\1/')
-	eport[p2pnode-$tr]=$(wait_line "$tr-fwdecho" '^forwarding ' | sed 's/^forwarding [^ ]*:\([0-9]*\) .*/\1/')
+	port[$v]=$(wait_line "$v-fwd" '^forwarding ' | sed 's/^forwarding [^ ]*:\([0-9]*\) .*/\1/')
+	eport[$v]=$(wait_line "$v-fwdecho" '^forwarding ' | sed 's/^forwarding [^ ]*:\([0-9]*\) .*/\1/')
 done
 
 IFS=, read -r -a order <<<"$paths"
 for p in "${order[@]}"; do
-	[ -n "${port[$p]:-}" ] || die "unknown path $p (known: direct,socat,ssh-L,bare-tcp,bare-quic,p2pnode-tcp,p2pnode-quic)"
+	[ -n "${port[$p]:-}" ] || die "unknown path $p (known: direct,socat,ssh-L,bare-tcp,bare-quic,p2pnode-tcp,p2pnode-quic; base-tcp,base-quic with -baseline)"
 done
 
 # mbps PATH DIR ROUND: one iperf3 run, prints MB/s received.
@@ -272,6 +286,7 @@ if [ $do_throughput = 1 ]; then
 	printf '%-30s %6s %6s   %s\n' ratio send recv target
 	for tr in tcp quic; do
 		has_path "p2pnode-$tr" || continue
+		has_path "base-$tr" && printf '%-30s %6s %6s   %s\n' "p2pnode-$tr / base-$tr" "$(ratio p2pnode-$tr base-$tr send)" "$(ratio p2pnode-$tr base-$tr recv)" "(after / before)"
 		has_path ssh-L && printf '%-30s %6s %6s   %s\n' "p2pnode-$tr / ssh-L" "$(ratio p2pnode-$tr ssh-L send)" "$(ratio p2pnode-$tr ssh-L recv)" ">= 1.20"
 		has_path "bare-$tr" && printf '%-30s %6s %6s   %s\n' "p2pnode-$tr / bare-$tr" "$(ratio p2pnode-$tr bare-$tr send)" "$(ratio p2pnode-$tr bare-$tr recv)" ">= 0.85"
 		has_path bare-tcp && [ $tr = quic ] && printf '%-30s %6s %6s\n' "p2pnode-quic / bare-tcp" "$(ratio p2pnode-quic bare-tcp send)" "$(ratio p2pnode-quic bare-tcp recv)"

@@ -27,10 +27,11 @@ type DialOption func(*dialConfig) error
 type dialConfig struct {
 	responseTimeout time.Duration
 	allowLimited    bool
+	protocol        protocol.ID
 }
 
 func newDialConfig(opts []DialOption) (dialConfig, error) {
-	cfg := dialConfig{responseTimeout: DefaultResponseTimeout}
+	cfg := dialConfig{responseTimeout: DefaultResponseTimeout, protocol: ProtocolID}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
 			return cfg, err
@@ -50,6 +51,15 @@ func WithResponseTimeout(d time.Duration) DialOption {
 			return fmt.Errorf("response timeout must be positive, got %v", d)
 		}
 		c.responseTimeout = d
+		return nil
+	}
+}
+
+// WithUDP makes Dial ask for a UDP service, over UDPProtocolID: the stream
+// it returns then carries framed datagrams (see UDPProtocolID).
+func WithUDP() DialOption {
+	return func(c *dialConfig) error {
+		c.protocol = UDPProtocolID
 		return nil
 	}
 }
@@ -122,7 +132,7 @@ func Dial(ctx context.Context, h host.Host, p peer.ID, service string, opts ...D
 		ctx = network.WithAllowLimitedConn(ctx, "p2pnode forward")
 	}
 
-	s, err := h.NewStream(ctx, p, ProtocolID)
+	s, err := h.NewStream(ctx, p, cfg.protocol)
 	if err != nil {
 		if isNotSupported(err) {
 			return nil, notSupportedError(p)

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	pool "github.com/libp2p/go-buffer-pool"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
 )
 
 // HalfConn is one side of a forwarded connection that can end its write
@@ -28,10 +29,20 @@ type Resetter interface {
 	Reset() error
 }
 
-// pumpBufferSize is the copy buffer per direction, in bytes. 64 KiB matches
-// the largest TCP read the kernel usually returns and is large enough that
-// per-call overhead (yamux frames, Noise records) does not dominate.
-const pumpBufferSize = 32 << 10
+// pumpBufferSize is the copy buffer per direction, in bytes: the largest
+// write that a libp2p stream over TCP (yamux over Noise, as node/ builds it)
+// sends as one yamux frame in one Noise record, hence one encryption and one
+// write(2). A yamux data frame carries at most 64 KiB minus its 12-byte
+// header, and a Noise record at most 65535 minus its 16-byte MAC bytes of
+// plaintext (go-libp2p's noise.MaxPlaintextLength), so a full frame must
+// carry at most 65519 - 12 = 65507 bytes. With a 64 KiB buffer each full
+// read became a 65524-byte frame split across two Noise records plus a
+// 12-byte frame in a third: three records and writes where one does.
+// QUIC streams are indifferent to the size. bench/throughput.sh measures it.
+const pumpBufferSize = noise.MaxPlaintextLength - yamuxHeaderSize
+
+// yamuxHeaderSize is github.com/libp2p/go-yamux/v5's headerSize (unexported).
+const yamuxHeaderSize = 12
 
 // Pump copies bytes between a and b in both directions at once and returns
 // when both directions have ended, after closing a and b.

@@ -36,6 +36,7 @@ type serverConfig struct {
 	requestTimeout time.Duration
 	dialTimeout    time.Duration
 	metrics        *Metrics
+	udpIdleTimeout time.Duration
 }
 
 // WithLogger sets the logger for access decisions and failures. Default
@@ -123,6 +124,7 @@ func NewServer(h host.Host, services []Service, opts ...ServerOption) (*Server, 
 		log:            slog.Default(),
 		requestTimeout: DefaultRequestTimeout,
 		dialTimeout:    DefaultDialTimeout,
+		udpIdleTimeout: DefaultUDPIdleTimeout,
 	}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
@@ -158,6 +160,7 @@ func NewServer(h host.Host, services []Service, opts ...ServerOption) (*Server, 
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ProtocolID, s.handle)
+	h.SetStreamHandler(UDPProtocolID, s.handle)
 	h.SetStreamHandler(ServicesProtocolID, s.handleServices)
 	return s, nil
 }
@@ -180,6 +183,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining = true
 	s.mu.Unlock()
 	s.host.RemoveStreamHandler(ProtocolID)
+	s.host.RemoveStreamHandler(UDPProtocolID)
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -214,6 +218,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 
 	s.host.RemoveStreamHandler(ProtocolID)
+	s.host.RemoveStreamHandler(UDPProtocolID)
 	s.host.RemoveStreamHandler(ServicesProtocolID)
 	s.cancel()
 	for _, str := range open {
@@ -286,7 +291,12 @@ func (s *Server) handle(str network.Stream) {
 	}
 	log = log.With("service", req.Service)
 
+	udp := str.Protocol() == UDPProtocolID
 	svc, ok := s.services[req.Service]
+	if ok && svc.UDP != udp {
+		// A TCP service asked for over UDP, or the reverse: as if absent.
+		ok = false
+	}
 	if !ok {
 		// Say nothing about which services exist: the peer may be allowed
 		// none of them.
@@ -303,6 +313,10 @@ func (s *Server) handle(str network.Stream) {
 		return
 	}
 
+	if udp {
+		s.relayUDP(str, svc, log)
+		return
+	}
 	// The only address ever dialled is the exposed Target of a service that
 	// exists; nothing in the request can change it.
 	dialer := net.Dialer{Timeout: s.cfg.dialTimeout}

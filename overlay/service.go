@@ -28,10 +28,13 @@ type Service struct {
 	// Public opens the service to every peer, whatever Allow says. It must
 	// be set explicitly: an empty Allow with Public false denies everyone.
 	Public bool
+	// UDP makes the service a UDP one: datagrams to and from Target travel
+	// over UDPProtocolID streams. Default TCP.
+	UDP bool
 }
 
 // exposeForm is quoted in ParseExpose errors so the user sees what is accepted.
-const exposeForm = "[NAME=][HOST:]PORT, e.g. 22, ssh=127.0.0.1:22, web=[::1]:8080"
+const exposeForm = "[udp:][NAME=][HOST:]PORT, e.g. 22, ssh=127.0.0.1:22, web=[::1]:8080, udp:dns=127.0.0.1:53"
 
 // defaultExposeHost is the host of a target given as a bare port: loopback,
 // so that `--expose 22` never reaches beyond this machine by accident.
@@ -71,9 +74,13 @@ func ParseExpose(spec string) (Service, error) {
 	if strings.TrimSpace(spec) == "" {
 		return fail("empty value")
 	}
-	name, addr, named := strings.Cut(spec, "=")
+	rest, udp := strings.CutPrefix(spec, "udp:")
+	if !udp {
+		rest, _ = strings.CutPrefix(spec, "tcp:")
+	}
+	name, addr, named := strings.Cut(rest, "=")
 	if !named {
-		addr = spec
+		addr = rest
 	}
 	host, portStr := defaultExposeHost, addr
 	if strings.ContainsAny(addr, ":[]") {
@@ -98,7 +105,7 @@ func ParseExpose(spec string) (Service, error) {
 	} else if err := checkName(name); err != nil {
 		return fail("service name %q: %v", name, err)
 	}
-	return Service{Name: name, Target: net.JoinHostPort(host, strconv.Itoa(int(port)))}, nil
+	return Service{Name: name, Target: net.JoinHostPort(host, strconv.Itoa(int(port))), UDP: udp}, nil
 }
 
 // parsePort parses a decimal TCP port 1-65535 (no sign, no service names:

@@ -53,7 +53,7 @@ func main() {
 		os.Exit(2)
 	}
 	if *dir == "" {
-		d, err := os.MkdirTemp("", "p2pnode-capacity-")
+		d, err := os.MkdirTemp("", "capbench-")
 		if err != nil {
 			fatal(err)
 		}

@@ -29,6 +29,7 @@ type forwardArgs struct {
 	stdio   bool
 	timeout time.Duration
 	grace   time.Duration
+	udp     bool
 }
 
 func newForwardCmd(g *globalFlags) *cobra.Command {
@@ -55,6 +56,7 @@ ID. With the lower-case form from 'p2pnode id --cid', %h works as well.)`,
 	f := cmd.Flags()
 	f.StringVar(&a.listen, "listen", "127.0.0.1:0", "local TCP address to accept connections on (port 0: a free port, printed)")
 	f.BoolVar(&a.stdio, "stdio", false, "carry one connection over stdin/stdout (for ssh ProxyCommand)")
+	f.BoolVar(&a.udp, "udp", false, "forward UDP datagrams to a UDP service (exposed with --expose udp:NAME=HOST:PORT)")
 	f.DurationVar(&a.timeout, "timeout", time.Minute, "how long to look for and connect to the peer")
 	f.DurationVar(&a.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, how long open connections may take to finish (a second signal exits at once)")
 	a.node.register(f, "p2p-listen")
@@ -163,6 +165,9 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	if a.grace < 0 {
 		return usagef("bad --grace %s: must be zero or positive, e.g. 10s", a.grace)
 	}
+	if a.stdio && a.udp {
+		return usagef("--stdio and --udp exclude each other: --stdio carries one TCP connection")
+	}
 	if a.stdio && cmd.Flags().Changed("listen") {
 		return usagef("--stdio and --listen exclude each other: --stdio carries one connection over stdin/stdout")
 	}
@@ -179,6 +184,9 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	ctx := cmd.Context()
 	if c, err := control.Dial(g.home); err == nil {
 		defer c.Close()
+		if a.udp {
+			return fmt.Errorf("forward --udp through the p2pnode daemon running in %s is not supported yet; use another --home for this forward", g.home)
+		}
 		return a.runThroughDaemon(ctx, cmd, g, c, target, t)
 	} else if !errors.Is(err, control.ErrNotRunning) {
 		return err
@@ -205,6 +213,14 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	}
 	if a.stdio {
 		return fw.Stdio(ctx, os.Stdin, os.Stdout)
+	}
+	if a.udp {
+		pc, err := net.ListenPacket("udp", a.listen)
+		if err != nil {
+			return fmt.Errorf("listen on udp %s: %w", a.listen, err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "forwarding udp %s -> %s:%s\n", pc.LocalAddr(), fw.Peer, t.service)
+		return fw.ServeUDP(ctx, pc)
 	}
 	ln, err := net.Listen("tcp", a.listen)
 	if err != nil {

@@ -46,7 +46,7 @@ reachable, whatever a peer asks for.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&a.expose, "expose", nil, "offer a local TCP service as [NAME=][HOST:]PORT (repeatable)")
+	f.StringArrayVar(&a.expose, "expose", nil, "offer a local service as [udp:][NAME=][HOST:]PORT (repeatable; TCP unless udp:)")
 	f.StringArrayVar(&a.allow, "allow", nil, "peer ID allowed to use the --expose services (repeatable)")
 	f.BoolVar(&a.public, "public", false, "let every peer use the --expose services")
 	f.DurationVar(&a.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, how long open forwarded connections may take to finish (a second signal exits at once)")
@@ -74,7 +74,7 @@ func (a *serveArgs) services(file *config.File) ([]overlay.Service, error) {
 			errs = append(errs, err)
 			continue
 		}
-		svcs = append(svcs, overlay.Service{Name: s.Name, Target: s.Target, Allow: ids, Public: s.Public})
+		svcs = append(svcs, overlay.Service{Name: s.Name, Target: s.Target, Allow: ids, Public: s.Public, UDP: s.Protocol == "udp"})
 	}
 	for _, spec := range a.expose {
 		s, err := overlay.ParseExpose(spec)
@@ -150,7 +150,11 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "peer ID: %s\n", n.ID())
 	for _, s := range svcs {
-		fmt.Fprintf(out, "service %s -> %s (%s)\n", s.Name, s.Target, whoMay(s))
+		proto := ""
+		if s.UDP {
+			proto = "udp "
+		}
+		fmt.Fprintf(out, "service %s -> %s%s (%s)\n", s.Name, proto, s.Target, whoMay(s))
 		if !s.Public && len(s.Allow) == 0 {
 			g.logger.Warn("service is refused to every peer: it has no allow list and is not public; add --allow PEERID or --public",
 				"service", s.Name)

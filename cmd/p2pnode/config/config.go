@@ -122,6 +122,9 @@ type Service struct {
 	// Public opens the service to every peer, whatever Allow says. It must
 	// be set explicitly; default false.
 	Public bool `toml:"public"`
+
+	// Protocol is "tcp" (the default) or "udp".
+	Protocol string `toml:"protocol"`
 }
 
 // Bootstrap is the [bootstrap] table, read only by `p2pnode bootstrap`.

@@ -296,7 +296,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:    "unknown key in inline service",
 			content: "service = [{ name = \"a\", target = \"127.0.0.1:1\", port = 1 }]\n",
-			want:    []want{{1, "service[0].port", `unknown key "port" in [[service]] "a" (known keys: allow, name, public, target)`}},
+			want:    []want{{1, "service[0].port", `unknown key "port" in [[service]] "a" (known keys: allow, name, protocol, public, target)`}},
 		},
 		{
 			name:    "unknown table",
@@ -769,5 +769,16 @@ func TestParseHelpers(t *testing.T) {
 	}
 	if _, err := ParseListenAddr("/ip4/1.2.3.4/tcp/x"); err == nil || !strings.Contains(err.Error(), `a valid one looks like "/ip4/0.0.0.0/tcp/4001"`) {
 		t.Errorf("ParseListenAddr(bad) = %v", err)
+	}
+}
+
+func TestServiceProtocol(t *testing.T) {
+	f, err := Load(writeConfig(t, "[[service]]\nname = \"dns\"\ntarget = \"127.0.0.1:53\"\nprotocol = \"udp\"\npublic = true\n"))
+	if err != nil || len(f.Services) != 1 || f.Services[0].Protocol != "udp" {
+		t.Fatalf("protocol = \"udp\": %+v, %v", f, err)
+	}
+	_, err = Load(writeConfig(t, "[[service]]\nname = \"dns\"\ntarget = \"127.0.0.1:53\"\nprotocol = \"sctp\"\n"))
+	if err == nil || !strings.Contains(err.Error(), `line 4: bad value for "protocol"`) {
+		t.Fatalf("protocol = \"sctp\": %v; want a bad value error on line 4", err)
 	}
 }

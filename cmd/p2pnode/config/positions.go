@@ -32,6 +32,7 @@ var schema = map[string]keyInfo{
 	"service.target":           {want: "a string"},
 	"service.allow":            {want: "an array of peer ID strings", elem: "a peer ID string"},
 	"service.public":           {want: "true or false"},
+	"service.protocol":         {want: "\"tcp\" or \"udp\""},
 	"bootstrap":                {want: "a table ([bootstrap])"},
 	"bootstrap.listen":         {want: "an array of multiaddr strings", elem: "a multiaddr string"},
 	"bootstrap.relay_allow":    {want: "an array of peer ID strings", elem: "a peer ID string"},

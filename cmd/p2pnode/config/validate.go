@@ -69,6 +69,9 @@ func (f *File) check() []Problem {
 		} else if err := CheckTarget(s.Target); err != nil {
 			c.add(base+".target", s.Target, "bad value for \"target\" in %s: %v", where, err)
 		}
+		if s.Protocol != "" && s.Protocol != "tcp" && s.Protocol != "udp" {
+			c.add(base+".protocol", s.Protocol, "bad value for \"protocol\" in %s: %q; use \"tcp\" or \"udp\"", where, s.Protocol)
+		}
 		for j, a := range s.Allow {
 			if _, err := ParsePeerID(a); err != nil {
 				c.add(fmt.Sprintf("%s.allow[%d]", base, j), a, "bad value for \"allow\" in %s: %v", where, err)
