@@ -70,7 +70,7 @@ func (a *findArgs) run(cmd *cobra.Command, g *globalFlags, name string) error {
 	defer n.Close()
 	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
 	defer cancel()
-	peers, err := n.FindByName(ctx, name)
+	peers, err := findByName(ctx, g, n, name)
 	if err != nil {
 		return err
 	}

@@ -117,7 +117,7 @@ func (t target) resolve(ctx context.Context, g *globalFlags, n *node.Node) (peer
 		path, err := n.Connect(ctx, t.peer)
 		return t.peer, path, err
 	}
-	peers, err := n.FindByName(ctx, t.name)
+	peers, err := findByName(ctx, g, n, t.name)
 	if err != nil {
 		return "", "", err
 	}
@@ -143,6 +143,28 @@ func (t target) resolve(ctx context.Context, g *globalFlags, n *node.Node) (peer
 		return ai.ID, path, nil
 	}
 	return "", "", fmt.Errorf("none of the %d peers advertising name %q offers service %q to this peer: %s", len(peers), t.name, t.service, strings.Join(tried, "; "))
+}
+
+// findByName returns the peers to try for name: the ones config.toml pins
+// it to ([names]), if any, else the ones that advertise it on the DHT.
+func findByName(ctx context.Context, g *globalFlags, n *node.Node, name string) ([]peer.AddrInfo, error) {
+	file, err := g.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	pins, err := file.PinnedPeers(name)
+	if err != nil {
+		return nil, asUsage(err)
+	}
+	if pins == nil {
+		return n.FindByName(ctx, name)
+	}
+	g.logger.Info("name is pinned in config.toml; using those peers only", "name", name, "peers", len(pins))
+	out := make([]peer.AddrInfo, len(pins))
+	for i, p := range pins {
+		out[i] = peer.AddrInfo{ID: p}
+	}
+	return out, nil
 }
 
 // describePeers lists peer IDs for messages.

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -369,6 +371,28 @@ func TestNamedServices(t *testing.T) {
 		t.Errorf("forward chose %q, not one of the advertising peers", id)
 	}
 	ln.echoThrough(t, ctx, cliHost, addr, 1<<20)
+	fwd.stop(t)
+
+	// A name pinned in config.toml goes to the pinned peer only.
+	var pinned string
+	for id := range servers {
+		if id != strings.TrimPrefix(chosen, "name movie-night: peer ") {
+			pinned = id
+			break
+		}
+	}
+	cfgPath := filepath.Join(client.home, "config.toml")
+	old, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, append(old, []byte("\n[names]\nmovie-night = [\""+pinned+"\"]\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fwd2 := startIn(t, ctx, cliHost.NS, "forward movie-night/echo (pinned)",
+		append([]string{"--home", client.home, "forward", "movie-night/echo", "--listen", tcpListen}, common...)...)
+	fwd2.waitLine(t, lookupWait, "a forwarding line", func(l string) bool { return forwardingLine.MatchString(l) })
+	fwd2.waitLine(t, 10*time.Second, "the pinned peer", func(l string) bool { return l == "name movie-night: peer "+pinned })
 }
 
 // TestUDPAcrossNATs: 10,000 datagrams of mixed sizes through a UDP forward

@@ -59,6 +59,11 @@ type File struct {
 	// [[service]] tables, in file order.
 	Services []Service `toml:"service"`
 
+	// Names pins names to peer IDs: `forward NAME/SERVICE` and `find NAME`
+	// then consider only those peers, whoever else advertises the name.
+	// The [names] table: movie-night = ["12D3KooW..."].
+	Names map[string][]string `toml:"names"`
+
 	// Bootstrap holds settings used only by `p2pnode bootstrap`: the
 	// [bootstrap] table.
 	Bootstrap Bootstrap `toml:"bootstrap"`
@@ -139,6 +144,22 @@ type Bootstrap struct {
 	// work, e.g. both peers behind symmetric NATs). Other circuits keep
 	// the circuit relay v2 default limit of 2 minutes and 128 KiB each way.
 	RelayAllow []string `toml:"relay_allow"`
+}
+
+// PinnedPeers returns the peer IDs name is pinned to, or nil if it is not.
+func (f *File) PinnedPeers(name string) ([]peer.ID, error) {
+	ids := make([]peer.ID, 0, len(f.Names[name]))
+	for _, s := range f.Names[name] {
+		id, err := ParsePeerID(s)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return ids, nil
 }
 
 // RelayAllowedPeers returns RelayAllow parsed as peer IDs.

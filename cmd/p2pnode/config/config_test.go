@@ -782,3 +782,21 @@ func TestServiceProtocol(t *testing.T) {
 		t.Fatalf("protocol = \"sctp\": %v; want a bad value error on line 4", err)
 	}
 }
+
+func TestNames(t *testing.T) {
+	f, err := Load(writeConfig(t, "[names]\nmovie-night = [\""+idA+"\", \""+idB+"\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pins, err := f.PinnedPeers("movie-night")
+	if err != nil || len(pins) != 2 || pins[0].String() != idA {
+		t.Fatalf("PinnedPeers = %v, %v", pins, err)
+	}
+	if pins, _ := f.PinnedPeers("other"); pins != nil {
+		t.Errorf("PinnedPeers of an unpinned name = %v, want nil", pins)
+	}
+	_, err = Load(writeConfig(t, "[names]\nmovie-night = [\"12D3KooWnope\"]\n"))
+	if err == nil || !strings.Contains(err.Error(), `line 2: bad peer ID for name "movie-night"`) {
+		t.Fatalf("bad pinned peer ID: %v", err)
+	}
+}

@@ -34,6 +34,7 @@ var schema = map[string]keyInfo{
 	"service.public":           {want: "true or false"},
 	"service.protocol":         {want: "\"tcp\" or \"udp\""},
 	"bootstrap":                {want: "a table ([bootstrap])"},
+	"names":                    {want: "a table ([names]) of name = [peer IDs]"},
 	"bootstrap.listen":         {want: "an array of multiaddr strings", elem: "a multiaddr string"},
 	"bootstrap.relay_allow":    {want: "an array of peer ID strings", elem: "a peer ID string"},
 }

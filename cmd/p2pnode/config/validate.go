@@ -82,6 +82,16 @@ func (f *File) check() []Problem {
 	if f.Bootstrap.Listen != nil {
 		c.listen("bootstrap", "[bootstrap]", f.Bootstrap.Listen, false)
 	}
+	for name, ids := range f.Names {
+		if err := CheckServiceName(name); err != nil {
+			c.add("names."+name, "", "bad name %q in [names]: %v", name, err)
+		}
+		for i, a := range ids {
+			if _, err := ParsePeerID(a); err != nil {
+				c.add(fmt.Sprintf("names.%s[%d]", name, i), a, "bad peer ID for name %q in [names]: %v", name, err)
+			}
+		}
+	}
 	for i, a := range f.Bootstrap.RelayAllow {
 		if _, err := ParsePeerID(a); err != nil {
 			c.add(fmt.Sprintf("bootstrap.relay_allow[%d]", i), a, "bad value for \"relay_allow\" in [bootstrap]: %v", err)
