@@ -30,6 +30,9 @@ type forwardArgs struct {
 	timeout time.Duration
 	grace   time.Duration
 	udp     bool
+	persist bool
+	// closeAddr is --close HOST:PORT.
+	closeAddr string
 }
 
 func newForwardCmd(g *globalFlags) *cobra.Command {
@@ -48,12 +51,22 @@ free 127.0.0.1 port that it prints. Each TCP connection is one libp2p stream.
 ID. With the lower-case form from 'p2pnode id --cid', %h works as well.)`,
 		Example: `  p2pnode forward 12D3KooW...:ssh --listen 127.0.0.1:2222
   ssh -o ProxyCommand='p2pnode forward --stdio %n:22' 12D3KooW...`,
-		Args: cobraArgs(cobra.ExactArgs(1)),
+		Args: cobraArgs(func(cmd *cobra.Command, args []string) error {
+			if a.closeAddr != "" {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		}),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.closeAddr != "" {
+				return a.closeForward(cmd, g)
+			}
 			return a.run(cmd, g, args[0])
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVar(&a.persist, "persist", false, "have the running serve daemon keep this forward after the command exits (stop it with --close)")
+	f.StringVar(&a.closeAddr, "close", "", "stop the persistent forward that listens on HOST:PORT")
 	f.StringVar(&a.listen, "listen", "127.0.0.1:0", "local TCP address to accept connections on (port 0: a free port, printed)")
 	f.BoolVar(&a.stdio, "stdio", false, "carry one connection over stdin/stdout (for ssh ProxyCommand)")
 	f.BoolVar(&a.udp, "udp", false, "forward UDP datagrams to a UDP service (exposed with --expose udp:NAME=HOST:PORT)")
@@ -187,6 +200,9 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	if a.grace < 0 {
 		return usagef("bad --grace %s: must be zero or positive, e.g. 10s", a.grace)
 	}
+	if a.persist && (a.stdio || a.udp) {
+		return usagef("--persist keeps a TCP --listen forward in the daemon; it does not go with --stdio or --udp")
+	}
 	if a.stdio && a.udp {
 		return usagef("--stdio and --udp exclude each other: --stdio carries one TCP connection")
 	}
@@ -212,6 +228,8 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		return a.runThroughDaemon(ctx, cmd, g, c, target, t)
 	} else if !errors.Is(err, control.ErrNotRunning) {
 		return err
+	} else if a.persist {
+		return fmt.Errorf("--persist needs a running `p2pnode serve` in %s to keep the forward", g.home)
 	}
 
 	stopMetrics, err := a.node.startMetrics(g)
@@ -271,6 +289,23 @@ func printForwarding(w io.Writer, addr string, p peer.ID, t target) {
 // runThroughDaemon forwards through the p2pnode daemon running in the same
 // home (DESIGN: one peer ID online once): the daemon's node carries the
 // connections, and the forward lasts as long as this command.
+// closeForward stops a persistent forward in the daemon.
+func (a *forwardArgs) closeForward(cmd *cobra.Command, g *globalFlags) error {
+	c, err := control.Dial(g.home)
+	if errors.Is(err, control.ErrNotRunning) {
+		return fmt.Errorf("no p2pnode serve is running in %s, so no persistent forward either", g.home)
+	}
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.CloseForward(cmd.Context(), a.closeAddr); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "closed forward on %s\n", a.closeAddr)
+	return nil
+}
+
 func (a *forwardArgs) runThroughDaemon(ctx context.Context, cmd *cobra.Command, g *globalFlags, c *control.Client, raw string, t target) error {
 	for _, name := range []string{a.node.listenName, "bootstrap", "nat-port-map", "metrics"} {
 		if cmd.Flags().Changed(name) {
@@ -278,6 +313,15 @@ func (a *forwardArgs) runThroughDaemon(ctx context.Context, cmd *cobra.Command, 
 		}
 	}
 	g.logger.Info("forwarding through the p2pnode daemon", "home", g.home)
+	if a.persist {
+		addr, p, err := c.ForwardPersist(ctx, raw, a.listen)
+		if err != nil {
+			return err
+		}
+		printForwarding(cmd.OutOrStdout(), addr, p, t)
+		fmt.Fprintf(cmd.OutOrStdout(), "the daemon keeps this forward; stop it with: p2pnode forward --close %s\n", addr)
+		return nil
+	}
 	if a.stdio {
 		return c.ForwardStdio(ctx, raw, os.Stdin, os.Stdout)
 	}

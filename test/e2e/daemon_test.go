@@ -42,6 +42,31 @@ func TestForwardThroughDaemon(t *testing.T) {
 		t.Fatalf("forward --stdio through the daemon: %q, %v\nstderr: %s", out, err, stderr.String())
 	}
 
+	// --persist: the daemon keeps the forward after the command exits,
+	// until --close.
+	res := run(t, ctx, "--home", client.home, "forward", "--persist", server.id+":echo", "--listen", tcpListen)
+	m := forwardingLine.FindStringSubmatch(strings.SplitN(res.stdout, "\n", 2)[0])
+	if res.code != 0 || m == nil {
+		t.Fatalf("forward --persist: exit %d, stdout %q, stderr %q", res.code, res.stdout, res.stderr)
+	}
+	kept := m[1]
+	c = dial(t, kept, time.Minute)
+	sent, received, err = exchange(c, pseudoRandom("persist", 64<<10))
+	c.Close()
+	if err != nil || sent != received {
+		t.Fatalf("echo through the persistent forward: sent %v, got %v, %v", sent, received, err)
+	}
+	if res := run(t, ctx, "--home", client.home, "forward", "--close", kept); res.code != 0 {
+		t.Fatalf("forward --close %s: exit %d, stderr %q", kept, res.code, res.stderr)
+	}
+	if c, err := net.DialTimeout("tcp", kept, 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s still accepts after forward --close", kept)
+	}
+	if res := run(t, ctx, "--home", client.home, "forward", "--close", kept); res.code == 0 {
+		t.Errorf("a second forward --close %s succeeded", kept)
+	}
+
 	// One peer ID, online once: the bootstrap node sees one connection from
 	// the forwarding peer, the daemon's.
 	st, _ := statusOf(t, ctx, bootNode)

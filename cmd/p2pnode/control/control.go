@@ -91,6 +91,11 @@ type Server struct {
 	served chan struct{} // closed when the serving goroutine ends
 	reqs   sync.WaitGroup
 
+	// persistent forwards (forward --persist), by listen address; they
+	// stop on Close or with forward --close.
+	persist   map[string]context.CancelFunc
+	persistWG sync.WaitGroup
+
 	mu       sync.Mutex
 	serving  bool
 	closed   bool
@@ -222,6 +227,9 @@ func (s *Server) Serve(b Backend) {
 		mux.HandleFunc("POST /v1/forward-stdio", func(w http.ResponseWriter, r *http.Request) {
 			s.forwardStdio(w, r, f)
 		})
+		mux.HandleFunc("DELETE /v1/forward", func(w http.ResponseWriter, r *http.Request) {
+			s.closeForward(w, r)
+		})
 	}
 	s.srv = &http.Server{
 		Handler:           s.track(mux),
@@ -316,6 +324,7 @@ func (s *Server) Close() error {
 		}
 		<-s.served
 		s.reqs.Wait()
+		s.persistWG.Wait()
 	} else if err := s.ln.Close(); err != nil {
 		errs = append(errs, err)
 	}

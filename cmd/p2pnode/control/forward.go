@@ -40,6 +40,10 @@ type forwardReady struct {
 // as long as the request: when the client goes away, it stops.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, f Forwarder) {
 	q := r.URL.Query()
+	if q.Get("persist") == "1" {
+		s.forwardPersistent(w, q.Get("target"), q.Get("listen"), f)
+		return
+	}
 	flusher, _ := w.(http.Flusher)
 	started := false
 	err := f.ForwardListen(r.Context(), q.Get("target"), q.Get("listen"), func(addr string, p peer.ID) {
@@ -52,6 +56,63 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, f Forwarder) {
 	if err != nil && !started {
 		writeError(w, http.StatusBadGateway, err.Error())
 	}
+}
+
+// forwardPersistent starts a forward that the daemon keeps after the
+// request (forward --persist), until Close or DELETE /v1/forward.
+func (s *Server) forwardPersistent(w http.ResponseWriter, target, listen string, f Forwarder) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	ready := make(chan forwardReady, 1)
+	errc := make(chan error, 1)
+	s.persistWG.Add(1)
+	go func() {
+		defer s.persistWG.Done()
+		defer cancel()
+		var addr string
+		err := f.ForwardListen(ctx, target, listen, func(a string, p peer.ID) {
+			addr = a
+			s.mu.Lock()
+			if s.persist == nil {
+				s.persist = make(map[string]context.CancelFunc)
+			}
+			s.persist[a] = cancel
+			s.mu.Unlock()
+			ready <- forwardReady{Addr: a, Peer: p}
+		})
+		if addr != "" {
+			s.mu.Lock()
+			delete(s.persist, addr)
+			s.mu.Unlock()
+			s.log.Info("persistent forward stopped", "listen", addr, "target", target)
+		}
+		errc <- err
+	}()
+	select {
+	case rd := <-ready:
+		s.log.Info("persistent forward started", "listen", rd.Addr, "target", target)
+		writeJSON(w, http.StatusOK, rd)
+	case err := <-errc:
+		writeError(w, http.StatusBadGateway, err.Error())
+	}
+}
+
+// closeForward serves DELETE /v1/forward?listen=ADDR: it stops that
+// persistent forward.
+func (s *Server) closeForward(w http.ResponseWriter, r *http.Request) {
+	addr := r.URL.Query().Get("listen")
+	s.mu.Lock()
+	cancel, ok := s.persist[addr]
+	var open []string
+	for a := range s.persist {
+		open = append(open, a)
+	}
+	s.mu.Unlock()
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no persistent forward listens on %q (open: %v)", addr, open))
+		return
+	}
+	cancel()
+	writeJSON(w, http.StatusOK, forwardClosed{Closed: addr})
 }
 
 // forwardStdio serves POST /v1/forward-stdio: once the stream to the target
@@ -135,6 +196,26 @@ func (c *Client) ForwardListen(ctx context.Context, target, listen string, ready
 		return nil
 	}
 	return errors.New("the p2pnode daemon stopped forwarding (did it shut down?)")
+}
+
+// ForwardPersist asks the daemon to forward target from listen and to keep
+// doing so after this call, until CloseForward or the daemon stops.
+func (c *Client) ForwardPersist(ctx context.Context, target, listen string) (string, peer.ID, error) {
+	q := url.Values{"target": {target}, "listen": {listen}, "persist": {"1"}}
+	var rd forwardReady
+	err := c.do(ctx, http.MethodPost, "/v1/forward?"+q.Encode(), &rd)
+	return rd.Addr, rd.Peer, err
+}
+
+// CloseForward stops the persistent forward listening on addr.
+func (c *Client) CloseForward(ctx context.Context, addr string) error {
+	var fc forwardClosed
+	return c.do(ctx, http.MethodDelete, "/v1/forward?"+url.Values{"listen": {addr}}.Encode(), &fc)
+}
+
+// forwardClosed answers DELETE /v1/forward.
+type forwardClosed struct {
+	Closed string `json:"closed"`
 }
 
 // ForwardStdio has the daemon open one forwarded stream to target and
