@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -25,12 +27,7 @@ type findArgs struct {
 }
 
 // foundPeer is one line of find's answer.
-type foundPeer struct {
-	Peer     peer.ID   `json:"peer"`
-	Path     node.Path `json:"path"`
-	Services []string  `json:"services"`
-	Error    string    `json:"error,omitempty"`
-}
+type foundPeer = control.FoundPeer
 
 func newFindCmd(g *globalFlags) *cobra.Command {
 	var a findArgs
@@ -63,27 +60,27 @@ func (a *findArgs) run(cmd *cobra.Command, g *globalFlags, name string) error {
 	if a.timeout <= 0 {
 		return usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
 	}
-	n, err := a.node.startClientNode(g)
-	if err != nil {
-		return err
-	}
-	defer n.Close()
 	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
 	defer cancel()
-	peers, err := findByName(ctx, g, n, name)
-	if err != nil {
+	var found []foundPeer
+	if c, err := control.Dial(g.home); err == nil {
+		defer c.Close()
+		g.logger.Info("looking the name up through the p2pnode daemon", "home", g.home)
+		if found, err = c.Find(ctx, name); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, control.ErrNotRunning) {
 		return err
+	} else {
+		n, err := a.node.startClientNode(g)
+		if err != nil {
+			return err
+		}
+		defer n.Close()
+		if found, err = findAndAsk(ctx, g, n, name); err != nil {
+			return err
+		}
 	}
-	found := make([]foundPeer, len(peers))
-	var wg sync.WaitGroup
-	for i, ai := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			found[i] = ask(ctx, n, ai)
-		}()
-	}
-	wg.Wait()
 
 	out := cmd.OutOrStdout()
 	if a.json {
@@ -112,14 +109,41 @@ func (a *findArgs) run(cmd *cobra.Command, g *globalFlags, name string) error {
 	return tw.Flush()
 }
 
+// findAndAsk looks name up and asks every peer found, at once.
+func findAndAsk(ctx context.Context, g *globalFlags, n *node.Node, name string) ([]foundPeer, error) {
+	peers, err := findByName(ctx, g, n, name)
+	if err != nil {
+		return nil, err
+	}
+	found := make([]foundPeer, len(peers))
+	var wg sync.WaitGroup
+	for i, ai := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			found[i] = ask(ctx, n, ai)
+		}()
+	}
+	wg.Wait()
+	return found, nil
+}
+
+// Find implements control.Finder for the daemon.
+func (f *forwarding) Find(ctx context.Context, name string) ([]foundPeer, error) {
+	if err := config.CheckServiceName(name); err != nil {
+		return nil, fmt.Errorf("bad name %q: %w", name, err)
+	}
+	return findAndAsk(ctx, f.g, f.n, name)
+}
+
 // ask connects to one advertising peer and lists the services it lets this
 // peer use.
 func ask(ctx context.Context, n *node.Node, ai peer.AddrInfo) foundPeer {
-	f := foundPeer{Peer: ai.ID, Path: node.PathNone, Services: []string{}}
+	f := foundPeer{Peer: ai.ID, Path: string(node.PathNone), Services: []string{}}
 	n.Host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
 	path, err := n.Connect(ctx, ai.ID)
 	if err == nil {
-		f.Path = path
+		f.Path = string(path)
 		var svcs []string
 		if svcs, err = overlay.ListServices(ctx, n.Host, ai.ID, overlay.WithAllowLimitedConn()); err == nil {
 			f.Services = svcs

@@ -18,7 +18,7 @@ func TestForwardThroughDaemon(t *testing.T) {
 	tg := startTarget(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c); _ = c.CloseWrite() })
 	bootNode, boot := startBootstrapNode(t, ctx)
 	client, server := newNode(t, ctx), newNode(t, ctx)
-	startServe(t, ctx, server, boot, "--expose", "echo="+tg.Addr, "--allow", client.id)
+	srv := startServe(t, ctx, server, boot, "--expose", "echo="+tg.Addr, "--allow", client.id, "--advertise", "daemon-test")
 	startServe(t, ctx, client, boot) // the daemon of the forwarding peer's home
 
 	fwd := start(t, ctx, "forward through daemon", "--home", client.home, "forward", server.id+":echo", "--listen", tcpListen)
@@ -65,6 +65,14 @@ func TestForwardThroughDaemon(t *testing.T) {
 	}
 	if res := run(t, ctx, "--home", client.home, "forward", "--close", kept); res.code == 0 {
 		t.Errorf("a second forward --close %s succeeded", kept)
+	}
+
+	// find goes through the daemon too.
+	srv.waitStderr(t, 30*time.Second, "advertised name on the DHT")
+	res = run(t, ctx, "--home", client.home, "find", "daemon-test")
+	if res.code != 0 || !strings.Contains(res.stdout, server.id) || !strings.Contains(res.stdout, "echo") ||
+		!strings.Contains(res.stderr, "through the p2pnode daemon") {
+		t.Errorf("find through the daemon: exit %d\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
 	}
 
 	// One peer ID, online once: the bootstrap node sees one connection from

@@ -220,6 +220,11 @@ func (s *Server) Serve(b Backend) {
 	mux.HandleFunc("POST /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		s.ping(w, r, b)
 	})
+	if f, ok := b.(Finder); ok {
+		mux.HandleFunc("GET /v1/find", func(w http.ResponseWriter, r *http.Request) {
+			s.find(w, r, f)
+		})
+	}
 	if f, ok := b.(Forwarder); ok {
 		mux.HandleFunc("POST /v1/forward", func(w http.ResponseWriter, r *http.Request) {
 			s.forward(w, r, f)

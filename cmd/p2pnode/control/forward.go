@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -27,6 +28,43 @@ type Forwarder interface {
 	ForwardListen(ctx context.Context, target, listen string, ready func(addr string, p peer.ID)) error
 	// ForwardStream opens one forwarded stream to target.
 	ForwardStream(ctx context.Context, target string) (network.Stream, error)
+}
+
+// Finder is what a daemon that looks names up offers (serve does), so that
+// `p2pnode find` run next to it uses the daemon's node.
+type Finder interface {
+	Find(ctx context.Context, name string) ([]FoundPeer, error)
+}
+
+// FoundPeer is one peer that advertises a name: the services it lets the
+// asking peer use, or why it could not be asked.
+type FoundPeer struct {
+	Peer     peer.ID  `json:"peer"`
+	Path     string   `json:"path"`
+	Services []string `json:"services"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// find serves GET /v1/find?name=NAME.
+func (s *Server) find(w http.ResponseWriter, r *http.Request, f Finder) {
+	ctx, cancel := context.WithTimeout(r.Context(), maxFindTimeout)
+	defer cancel()
+	found, err := f.Find(ctx, r.URL.Query().Get("name"))
+	if err != nil {
+		writeError(w, http.StatusBadGateway, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, found)
+}
+
+// maxFindTimeout bounds a name lookup done by the daemon.
+const maxFindTimeout = time.Minute
+
+// Find has the daemon look name up.
+func (c *Client) Find(ctx context.Context, name string) ([]FoundPeer, error) {
+	var found []FoundPeer
+	err := c.do(ctx, http.MethodGet, "/v1/find?"+url.Values{"name": {name}}.Encode(), &found)
+	return found, err
 }
 
 // forwardReady is the first line of a /v1/forward answer.
