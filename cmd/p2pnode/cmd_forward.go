@@ -222,9 +222,6 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	ctx := cmd.Context()
 	if c, err := control.Dial(g.home); err == nil {
 		defer c.Close()
-		if a.udp {
-			return fmt.Errorf("forward --udp through the p2pnode daemon running in %s is not supported yet; use another --home for this forward", g.home)
-		}
 		return a.runThroughDaemon(ctx, cmd, g, c, target, t)
 	} else if !errors.Is(err, control.ErrNotRunning) {
 		return err
@@ -325,7 +322,11 @@ func (a *forwardArgs) runThroughDaemon(ctx context.Context, cmd *cobra.Command, 
 	if a.stdio {
 		return c.ForwardStdio(ctx, raw, os.Stdin, os.Stdout)
 	}
-	return c.ForwardListen(ctx, raw, a.listen, func(addr string, p peer.ID) {
+	return c.ForwardListen(ctx, raw, a.listen, a.udp, func(addr string, p peer.ID) {
+		if a.udp {
+			fmt.Fprintf(cmd.OutOrStdout(), "forwarding udp %s -> %s:%s\n", addr, p, t.service)
+			return
+		}
 		printForwarding(cmd.OutOrStdout(), addr, p, t)
 	})
 }
@@ -384,6 +385,24 @@ func (f *forwarding) ForwardListen(ctx context.Context, raw, listen string, read
 	}
 	ready(ln.Addr().String(), fw.Peer)
 	return fw.Serve(ctx, ln)
+}
+
+// ForwardUDP implements control.Forwarder for the daemon.
+func (f *forwarding) ForwardUDP(ctx context.Context, raw, listen string, ready func(addr string, p peer.ID)) error {
+	t, err := parseTarget(raw)
+	if err != nil {
+		return err
+	}
+	fw, err := f.connect(ctx, t)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on udp %s: %w", listen, err)
+	}
+	ready(pc.LocalAddr().String(), fw.Peer)
+	return fw.ServeUDP(ctx, pc)
 }
 
 // ForwardStream implements control.Forwarder for the daemon: one stream,

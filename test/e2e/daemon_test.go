@@ -18,7 +18,23 @@ func TestForwardThroughDaemon(t *testing.T) {
 	tg := startTarget(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c); _ = c.CloseWrite() })
 	bootNode, boot := startBootstrapNode(t, ctx)
 	client, server := newNode(t, ctx), newNode(t, ctx)
-	srv := startServe(t, ctx, server, boot, "--expose", "echo="+tg.Addr, "--allow", client.id, "--advertise", "daemon-test")
+	uecho, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { uecho.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := uecho.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = uecho.WriteTo(buf[:n], from)
+		}
+	}()
+	srv := startServe(t, ctx, server, boot, "--expose", "echo="+tg.Addr, "--expose", "udp:uecho="+uecho.LocalAddr().String(),
+		"--allow", client.id, "--advertise", "daemon-test")
 	startServe(t, ctx, client, boot) // the daemon of the forwarding peer's home
 
 	fwd := start(t, ctx, "forward through daemon", "--home", client.home, "forward", server.id+":echo", "--listen", tcpListen)
@@ -65,6 +81,23 @@ func TestForwardThroughDaemon(t *testing.T) {
 	}
 	if res := run(t, ctx, "--home", client.home, "forward", "--close", kept); res.code == 0 {
 		t.Errorf("a second forward --close %s succeeded", kept)
+	}
+
+	// --udp through the daemon.
+	ufwd := start(t, ctx, "forward --udp through daemon", "--home", client.home, "forward", "--udp", server.id+":uecho", "--listen", tcpListen)
+	uline := ufwd.waitLine(t, lookupWait, `"forwarding udp ..."`, func(l string) bool { return strings.HasPrefix(l, "forwarding udp ") })
+	uc, err := net.Dial("udp", strings.Fields(uline)[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	_ = uc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := uc.Write([]byte("datagram via the daemon")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	if n, err := uc.Read(buf); err != nil || string(buf[:n]) != "datagram via the daemon" {
+		t.Errorf("UDP echo through the daemon: %q, %v", buf[:n], err)
 	}
 
 	// find goes through the daemon too.

@@ -89,7 +89,8 @@ func startServe(t testing.TB, ctx context.Context, n node, boot string, extra ..
 		if a != "--expose" || i+1 == len(extra) {
 			continue
 		}
-		name, _, _ := strings.Cut(extra[i+1], "=")
+		spec := strings.TrimPrefix(strings.TrimPrefix(extra[i+1], "udp:"), "tcp:")
+		name, _, _ := strings.Cut(spec, "=")
 		if !strings.Contains(strings.Join(before, "\n"), name) {
 			t.Errorf("serve did not print a line for service %q before ready:\n%s", name, strings.Join(before, "\n"))
 		}

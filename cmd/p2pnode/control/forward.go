@@ -26,6 +26,9 @@ type Forwarder interface {
 	// from the local TCP address listen until ctx ends; it calls ready
 	// once it listens.
 	ForwardListen(ctx context.Context, target, listen string, ready func(addr string, p peer.ID)) error
+	// ForwardUDP is ForwardListen for a UDP service, from a local UDP
+	// address.
+	ForwardUDP(ctx context.Context, target, listen string, ready func(addr string, p peer.ID)) error
 	// ForwardStream opens one forwarded stream to target.
 	ForwardStream(ctx context.Context, target string) (network.Stream, error)
 }
@@ -84,7 +87,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, f Forwarder) {
 	}
 	flusher, _ := w.(http.Flusher)
 	started := false
-	err := f.ForwardListen(r.Context(), q.Get("target"), q.Get("listen"), func(addr string, p peer.ID) {
+	listen := f.ForwardListen
+	if q.Get("udp") == "1" {
+		listen = f.ForwardUDP
+	}
+	err := listen(r.Context(), q.Get("target"), q.Get("listen"), func(addr string, p peer.ID) {
 		started = true
 		writeJSON(w, http.StatusOK, forwardReady{Addr: addr, Peer: p})
 		if flusher != nil {
@@ -201,11 +208,14 @@ type bufferedUnixConn struct {
 func (c *bufferedUnixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // ForwardListen asks the daemon to forward target from the local address
-// listen; ready gets the address it listens on and the peer it reached.
+// listen (a UDP one if udp); ready gets the address it listens on and the peer it reached.
 // It returns when ctx ends (nil) or when the daemon stops forwarding (an
 // error).
-func (c *Client) ForwardListen(ctx context.Context, target, listen string, ready func(addr string, p peer.ID)) error {
+func (c *Client) ForwardListen(ctx context.Context, target, listen string, udp bool, ready func(addr string, p peer.ID)) error {
 	q := url.Values{"target": {target}, "listen": {listen}}
+	if udp {
+		q.Set("udp", "1")
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://p2pnode/v1/forward?"+q.Encode(), nil)
 	if err != nil {
 		return err
