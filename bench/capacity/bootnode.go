@@ -79,7 +79,7 @@ func bootStatus(ctx context.Context, bin, home string) (conns int, err error) {
 	return len(st.Connections), nil
 }
 
-func runBootstrapN(ctx context.Context, bin, dir string, n, parallel int, idle time.Duration, lookups int) (*bootResult, error) {
+func runBootstrapN(ctx context.Context, bin, dir string, n, parallel, reserveEvery int, idle time.Duration, lookups int) (*bootResult, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -141,7 +141,7 @@ func runBootstrapN(ctx context.Context, bin, dir string, n, parallel int, idle t
 			}
 			defer release()
 			start := time.Now()
-			p, err := newPeer(ctx, peerIP(i), *bootInfo, i%2 == 0, log.With("peer", i))
+			p, err := newPeer(ctx, peerIP(i), *bootInfo, i%reserveEvery == 0, log.With("peer", i))
 			if err != nil {
 				log.Error("node.New", "peer", i, "error", err)
 				failed.Add(1)
@@ -171,7 +171,7 @@ func runBootstrapN(ctx context.Context, bin, dir string, n, parallel int, idle t
 	// Reservations: wait until the count has not changed for 5 s (at most 40 s).
 	countRsv := func() (want, got int) {
 		for i, p := range peers {
-			if p == nil || i%2 != 0 {
+			if p == nil || i%reserveEvery != 0 {
 				continue
 			}
 			want++
@@ -288,7 +288,7 @@ func printLimits() {
 }
 
 func printBootTable(rs []*bootResult) {
-	fmt.Printf("\n== bootstrap node capacity: N in-process peers (node.New, DHT client, half with ReserveRelays) joined to one `p2pnode bootstrap` ==\n")
+	fmt.Printf("\n== bootstrap node capacity: N in-process peers (node.New, DHT client, every k-th with ReserveRelays: \"wanted\" below) joined to one `p2pnode bootstrap` ==\n")
 	fmt.Printf("| N    | joined (60 s) | join wall | bootstrap conns | peers connected | reservations held / wanted | boot VmRSS MiB | boot VmHWM MiB | fds  | threads | CPU s during join | idle CPU %% (window) | FindPeer by a new peer: median / max (ok/tried) |\n")
 	fmt.Printf("|------|---------------|-----------|-----------------|-----------------|----------------------------|----------------|----------------|------|---------|-------------------|---------------------|--------------------------------------------------|\n")
 	for _, r := range rs {

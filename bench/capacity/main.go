@@ -41,6 +41,7 @@ func main() {
 	afterWait := flag.Duration("after", 5*time.Second, "conns: keep reading the processes this long after the last close (RSS is returned to the OS slowly)")
 	peersList := flag.String("peers", "100,500,1000", "bootstrap: peer counts, comma-separated")
 	parallel := flag.Int("parallel", 32, "bootstrap: peers started at once")
+	reserveEvery := flag.Int("reserve-every", 2, "bootstrap: every k-th peer holds a relay reservation (2: half of them, 1: all)")
 	idle := flag.Duration("idle", 30*time.Second, "bootstrap: window in which the bootstrap node's idle CPU is measured")
 	lookups := flag.Int("lookups", 10, "bootstrap: FindPeer lookups by the new peer")
 	flag.Usage = func() {
@@ -76,7 +77,7 @@ func main() {
 				fatal(fmt.Errorf("bad -peers %q", *peersList))
 			}
 			fmt.Fprintf(os.Stderr, "capacity: bootstrap with %d peers...\n", k)
-			r, err := runBootstrapN(ctx, *bin, fmt.Sprintf("%s/n%d", *dir, k), k, *parallel, *idle, *lookups)
+			r, err := runBootstrapN(ctx, *bin, fmt.Sprintf("%s/n%d", *dir, k), k, *parallel, *reserveEvery, *idle, *lookups)
 			if err != nil {
 				fatal(err)
 			}

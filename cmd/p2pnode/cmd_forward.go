@@ -244,31 +244,25 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 	}
 	defer n.Close()
 	f := &forwarding{g: g, n: n, timeout: a.timeout, grace: a.grace, metrics: m}
-	fw, err := f.connect(ctx, t)
-	if err != nil {
-		return err
-	}
 	if a.stdio {
+		fw, err := f.connect(ctx, t)
+		if err != nil {
+			return err
+		}
 		return fw.Stdio(ctx, os.Stdin, os.Stdout)
 	}
-	if a.udp {
-		pc, err := net.ListenPacket("udp", a.listen)
-		if err != nil {
-			return fmt.Errorf("listen on udp %s: %w", a.listen, err)
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "forwarding udp %s -> %s:%s\n", pc.LocalAddr(), fw.Peer, t.service)
-		return fw.ServeUDP(ctx, pc)
-	}
-	ln, err := net.Listen("tcp", a.listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", a.listen, err)
-	}
-	printForwarding(cmd.OutOrStdout(), ln.Addr().String(), fw.Peer, t)
 	stopLog := context.AfterFunc(ctx, func() {
 		g.logger.Info("shutting down: no new connections; waiting for open ones", "grace", a.grace)
 	})
 	defer stopLog()
-	if err := fw.Serve(ctx, ln); err != nil && ctx.Err() == nil {
+	listen := f.ForwardListen
+	if a.udp {
+		listen = f.ForwardUDP
+	}
+	err = listen(ctx, target, a.listen, func(addr string, p peer.ID) {
+		printForwarding(cmd.OutOrStdout(), addr, p, t, a.udp)
+	})
+	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	return nil
@@ -276,8 +270,12 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 
 // printForwarding prints the lines users and scripts read: where to
 // connect, and for a name, which peer was chosen.
-func printForwarding(w io.Writer, addr string, p peer.ID, t target) {
-	fmt.Fprintf(w, "forwarding %s -> %s:%s\n", addr, p, t.service)
+func printForwarding(w io.Writer, addr string, p peer.ID, t target, udp bool) {
+	proto := ""
+	if udp {
+		proto = "udp "
+	}
+	fmt.Fprintf(w, "forwarding %s%s -> %s:%s\n", proto, addr, p, t.service)
 	if t.name != "" {
 		fmt.Fprintf(w, "name %s: peer %s\n", t.name, p)
 	}
@@ -315,7 +313,7 @@ func (a *forwardArgs) runThroughDaemon(ctx context.Context, cmd *cobra.Command, 
 		if err != nil {
 			return err
 		}
-		printForwarding(cmd.OutOrStdout(), addr, p, t)
+		printForwarding(cmd.OutOrStdout(), addr, p, t, false)
 		fmt.Fprintf(cmd.OutOrStdout(), "the daemon keeps this forward; stop it with: p2pnode forward --close %s\n", addr)
 		return nil
 	}
@@ -323,11 +321,7 @@ func (a *forwardArgs) runThroughDaemon(ctx context.Context, cmd *cobra.Command, 
 		return c.ForwardStdio(ctx, raw, os.Stdin, os.Stdout)
 	}
 	return c.ForwardListen(ctx, raw, a.listen, a.udp, func(addr string, p peer.ID) {
-		if a.udp {
-			fmt.Fprintf(cmd.OutOrStdout(), "forwarding udp %s -> %s:%s\n", addr, p, t.service)
-			return
-		}
-		printForwarding(cmd.OutOrStdout(), addr, p, t)
+		printForwarding(cmd.OutOrStdout(), addr, p, t, a.udp)
 	})
 }
 
