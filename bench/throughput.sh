@@ -216,7 +216,7 @@ for v in p2pnode-tcp p2pnode-quic base-tcp base-quic; do
 	[[ $v != base-* ]] || bin=$baseline
 	ma=$(maddr $tr)
 	for role in boot serve fwd fwdecho; do
-		"$bin" --home "$tmp/$v-$role" init >/dev/null
+		"$bin" --home "$tmp/$v-$role" init >/dev/null 2>"$tmp/init.err" || { cat "$tmp/init.err" >&2; exit 1; }
 	done
 	start "$v-boot" "$bin" --home "$tmp/$v-boot" bootstrap --listen "$ma" --nat-port-map=false
 	boot=$(wait_line "$v-boot" '/p2p/')

@@ -129,6 +129,12 @@ type Config struct {
 	// protocol per peer: a forward with more open TCP connections than that
 	// would be refused.
 	StreamLimits []StreamLimit
+	// MaxPeers, if not zero, replaces the resource manager's
+	// memory-scaled connection limits (64 inbound on a 1 GiB machine) by
+	// fixed ones: MaxPeers inbound connections, MaxPeers+1024 in all, and
+	// 64 per IPv4 address (go-libp2p's default is 8: a CGNAT address
+	// carries many peers). For a bootstrap node, which every peer joins.
+	MaxPeers int
 	// Metrics, if not nil, receives go-libp2p's metrics and p2pnode's own
 	// (hole punching, relay reservations). Nil turns go-libp2p's off too.
 	Metrics prometheus.Registerer
@@ -201,7 +207,7 @@ func New(cfg Config) (*Node, error) {
 		cfg.ConnHighWater = 400
 	}
 
-	rm, err := newResourceManager(cfg.StreamLimits)
+	rm, err := newResourceManager(cfg.StreamLimits, cfg.MaxPeers)
 	if err != nil {
 		return nil, err
 	}
@@ -313,9 +319,25 @@ func kadMode(m DHTMode) dht.ModeOpt {
 // memory and file descriptors, with libp2p's own services' limits set, which
 // is what libp2p.New does when no manager is given; it is built here so that
 // the limits have one place to be tuned.
-func newResourceManager(streams []StreamLimit) (network.ResourceManager, error) {
+func newResourceManager(streams []StreamLimit, maxPeers int) (network.ResourceManager, error) {
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
+	var opts []rcmgr.Option
+	if maxPeers > 0 {
+		sb := &limits.SystemBaseLimit
+		sb.ConnsInbound = max(sb.ConnsInbound, maxPeers)
+		sb.Conns = max(sb.Conns, maxPeers+1024)
+		sb.FD = max(sb.FD, maxPeers+1024)
+		// Everyone redials at once after a restart.
+		tb := &limits.TransientBaseLimit
+		tb.ConnsInbound = max(tb.ConnsInbound, 256)
+		tb.Conns = max(tb.Conns, 512)
+		tb.FD = max(tb.FD, 512)
+		opts = append(opts, rcmgr.WithLimitPerSubnet(
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: 64}},
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: 64}, {PrefixLength: 48, ConnCount: 512}},
+		))
+	}
 	var maxPerPeer int
 	for _, l := range streams {
 		total := rcmgr.BaseLimit{Streams: l.Total, StreamsInbound: l.Total, StreamsOutbound: l.Total, Memory: 256 << 20}
@@ -340,7 +362,7 @@ func newResourceManager(streams []StreamLimit) (network.ResourceManager, error) 
 		sb.StreamsInbound = max(sb.StreamsInbound, 4*maxPerPeer)
 		sb.StreamsOutbound = max(sb.StreamsOutbound, 4*maxPerPeer)
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}

@@ -7,11 +7,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -92,7 +94,7 @@ type namedSampler struct {
 	s    *sampler
 }
 
-func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, afterWait time.Duration) error {
+func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, afterWait time.Duration, rounds int) error {
 	boot, bootAddr, err := startBootstrap(ctx, bin, dir)
 	if err != nil {
 		return err
@@ -290,7 +292,82 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, a
 	if failed.Load() > 0 {
 		return fmt.Errorf("%d of %d connections failed", failed.Load(), n)
 	}
+	if rounds > 1 {
+		// The same N connections again through the same processes: RSS that
+		// keeps growing round after round would be a leak; RSS that stays
+		// at the first round's level is memory the Go runtime keeps for reuse.
+		fmt.Printf("\n| round | failed | transfer | serve VmRSS / VmHWM MiB | forward VmRSS / VmHWM MiB | serve fds / threads after | forward fds / threads after | libp2p streams open on serve after |\n")
+		fmt.Printf("|-------|--------|----------|-------------------------|---------------------------|---------------------------|-----------------------------|------------------------------------|\n")
+		row := func(k int, failed int, d time.Duration) {
+			time.Sleep(2 * time.Second)
+			s, _ := readProc(procs[1].s.pid)
+			f, _ := readProc(procs[2].s.pid)
+			streams := "?"
+			if n, err := statusStreams(ctx, bin, serveHome); err == nil {
+				streams = fmt.Sprint(n)
+			}
+			fmt.Printf("| %5d | %6d | %8s | %11s / %-9s | %13s / %-11s | %13d / %-9d | %15d / %-11d | %34s |\n", k, failed, d.Round(10*time.Millisecond),
+				mib(s.RSS), mib(s.HWM), mib(f.RSS), mib(f.HWM), s.FDs, s.Threads, f.FDs, f.Threads, streams)
+		}
+		row(1, int(failed.Load()), transfer)
+		for k := 2; k <= rounds; k++ {
+			f, d := oneRound(fwdAddr, n, size, uint64(k)<<32)
+			row(k, f, d)
+		}
+	}
 	return nil
+}
+
+// statusStreams sums the open streams of every connection that
+// `p2pnode status --json` reports for the daemon in home.
+func statusStreams(ctx context.Context, bin, home string) (int, error) {
+	out, err := exec.CommandContext(ctx, bin, "--home", home, "status", "--json").Output()
+	if err != nil {
+		return 0, err
+	}
+	var st struct {
+		Connections []struct {
+			Streams int `json:"streams"`
+		} `json:"connections"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range st.Connections {
+		n += c.Streams
+	}
+	return n, nil
+}
+
+// oneRound opens n connections, then exchanges size bytes on each at once;
+// it returns the failures and the time from first byte to last close.
+func oneRound(addr string, n int, size int64, seed uint64) (int, time.Duration) {
+	open := make([]*net.TCPConn, 0, n)
+	for range n {
+		c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+		if err != nil {
+			break
+		}
+		open = append(open, c.(*net.TCPConn))
+	}
+	failed := int64(n - len(open))
+	t := time.Now()
+	var wg sync.WaitGroup
+	var fails atomic.Int64
+	for i, c := range open {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
+			if exchange(c, seed+uint64(i), size) != nil {
+				fails.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(failed + fails.Load()), time.Since(t)
 }
 
 func dialExchange(addr string, seed uint64, size int64) error {

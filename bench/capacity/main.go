@@ -39,6 +39,8 @@ func main() {
 	size := flag.Int64("size", 1<<20, "conns: bytes each way per connection")
 	settle := flag.Duration("settle", 3*time.Second, "conns: wait after the warm-up connection before the 'before' reading")
 	afterWait := flag.Duration("after", 5*time.Second, "conns: keep reading the processes this long after the last close (RSS is returned to the OS slowly)")
+	rounds := flag.Int("rounds", 1, "conns: repeat the N connections this many times through the same processes (a leak grows round after round)")
+	flag.StringVar(&childGoMemLimit, "gomemlimit", "", "GOMEMLIMIT of the p2pnode processes (e.g. 192MiB); default none")
 	peersList := flag.String("peers", "100,500,1000", "bootstrap: peer counts, comma-separated")
 	parallel := flag.Int("parallel", 32, "bootstrap: peers started at once")
 	reserveEvery := flag.Int("reserve-every", 2, "bootstrap: every k-th peer holds a relay reservation (2: half of them, 1: all)")
@@ -64,9 +66,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
+	if childGoMemLimit != "" {
+		fmt.Printf("p2pnode processes run with GOMEMLIMIT=%s\n", childGoMemLimit)
+	}
 	switch flag.Arg(0) {
 	case "conns":
-		if err := runConns(ctx, *bin, *dir, *n, *size, *settle, *afterWait); err != nil {
+		if err := runConns(ctx, *bin, *dir, *n, *size, *settle, *afterWait, *rounds); err != nil {
 			fatal(err)
 		}
 	case "bootstrap":

@@ -138,6 +138,9 @@ func (s *sampler) Close() {
 	<-s.done
 }
 
+// childGoMemLimit, if set, is the GOMEMLIMIT of every p2pnode process.
+var childGoMemLimit string
+
 // proc is a running p2pnode process with its stdout lines.
 type proc struct {
 	name  string
@@ -156,6 +159,9 @@ func startProc(ctx context.Context, name, logPath, bin string, args ...string) (
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
+	if childGoMemLimit != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+childGoMemLimit)
+	}
 	cmd.Stderr = lf
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/bootstrap"
@@ -13,6 +14,7 @@ import (
 func newBootstrapCmd(g *globalFlags) *cobra.Command {
 	var nf nodeFlags
 	var relayAllow []string
+	var maxPeers int
 	cmd := &cobra.Command{
 		Use:   "bootstrap",
 		Short: "Run a bootstrap node: DHT server, circuit relay v2, AutoNAT server",
@@ -57,6 +59,15 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 			cfg.DHTMode = node.DHTModeServer
 			cfg.Standalone = len(cfg.BootstrapPeers) == 0
 			cfg.HostOptions = bootstrap.HostOptions()
+			if maxPeers < 1 {
+				return usagef("bad --max-peers %d: must be positive", maxPeers)
+			}
+			// Every peer joins the bootstrap node and many hold a relay
+			// reservation: the connection manager must not trim them, and
+			// the resource manager must not stop at its memory-scaled
+			// default (252 here, 64 on a 1 GiB VPS; bench/capacity.sh).
+			cfg.MaxPeers = maxPeers
+			cfg.ConnLowWater, cfg.ConnHighWater = maxPeers*7/8, maxPeers
 
 			stopMetrics, err := nf.startMetrics(g)
 			if err != nil {
@@ -68,7 +79,7 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 				return err
 			}
 			defer stop()
-			svc, err := bootstrap.Start(n.Host, bootstrap.Config{Logger: g.logger, RelayAuthorized: authorized})
+			svc, err := bootstrap.Start(n.Host, bootstrap.Config{Logger: g.logger, RelayAuthorized: authorized, Relay: relayResources(maxPeers)})
 			if err != nil {
 				return err
 			}
@@ -85,6 +96,18 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 	}
 	nf.register(cmd.Flags(), "listen")
 	nf.registerMetrics(cmd.Flags())
+	cmd.Flags().IntVar(&maxPeers, "max-peers", 4096, "peers this node accepts at once (about 100 KiB of memory each)")
 	cmd.Flags().StringArrayVar(&relayAllow, "relay-allow", nil, "peer ID whose relayed connections to other --relay-allow peers are not limited (repeatable; adds to [bootstrap] relay_allow)")
 	return cmd
+}
+
+// relayResources sizes the relay for maxPeers: go-libp2p's defaults (128
+// reservations, 8 per IP address) refuse the 129th private peer, which then
+// cannot be reached by peer ID.
+func relayResources(maxPeers int) *relayv2.Resources {
+	r := relayv2.DefaultResources()
+	r.MaxReservations = max(r.MaxReservations, maxPeers/2)
+	r.MaxReservationsPerIP = 32
+	r.MaxReservationsPerASN = max(r.MaxReservationsPerASN, maxPeers/8)
+	return &r
 }

@@ -11,6 +11,8 @@
 //	    connects to the peer, prints "listening 127.0.0.1:PORT", then opens
 //	    one stream per accepted TCP connection and copies both ways.
 //
+// -security tls (on both) uses TLS 1.3 instead of Noise on TCP.
+//
 // Copying is io.Copy in each direction with CloseWrite at the end: no
 // header, no access control, no pooling — only what any forwarder needs.
 package main
@@ -42,6 +44,8 @@ import (
 
 const proto = protocol.ID("/bench/bare/1.0.0")
 
+var security = new(string)
+
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("barestream: ")
@@ -51,6 +55,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	fs.StringVar(security, "security", "noise", "noise (Noise, then TLS, as node/ does) or tls (TLS only)")
 	switch os.Args[1] {
 	case "serve":
 		target := fs.String("target", "", "TCP address to forward each stream to")
@@ -69,16 +74,19 @@ func main() {
 
 // newHost builds a host like node.New does, without the overlay services:
 // TCP and QUIC, Noise then TLS, yamux, go-libp2p's default resource manager.
+// -security tls puts TLS first (and alone), to compare with Noise on TCP.
 func newHost(listen string) (host.Host, error) {
-	h, err := libp2p.New(
+	sec := []libp2p.Option{libp2p.Security(noise.ID, noise.New), libp2p.Security(libp2ptls.ID, libp2ptls.New)}
+	if *security == "tls" {
+		sec = []libp2p.Option{libp2p.Security(libp2ptls.ID, libp2ptls.New)}
+	}
+	h, err := libp2p.New(append(sec,
 		libp2p.ListenAddrStrings(listen),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.DisableRelay(),
-	)
+	)...)
 	if err != nil {
 		return nil, err
 	}
