@@ -363,13 +363,19 @@ func (f *forwarding) connect(ctx context.Context, t target) (*overlay.Forwarder,
 	}, nil
 }
 
-// ForwardListen implements control.Forwarder for the daemon.
-func (f *forwarding) ForwardListen(ctx context.Context, raw, listen string, ready func(addr string, p peer.ID)) error {
+// connectRaw is connect for a target given as text ("PEERID:SERVICE" or
+// "NAME/SERVICE"), as the control socket passes it.
+func (f *forwarding) connectRaw(ctx context.Context, raw string) (*overlay.Forwarder, error) {
 	t, err := parseTarget(raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	fw, err := f.connect(ctx, t)
+	return f.connect(ctx, t)
+}
+
+// ForwardListen implements control.Forwarder: a TCP forward from listen.
+func (f *forwarding) ForwardListen(ctx context.Context, raw, listen string, ready func(addr string, p peer.ID)) error {
+	fw, err := f.connectRaw(ctx, raw)
 	if err != nil {
 		return err
 	}
@@ -381,13 +387,9 @@ func (f *forwarding) ForwardListen(ctx context.Context, raw, listen string, read
 	return fw.Serve(ctx, ln)
 }
 
-// ForwardUDP implements control.Forwarder for the daemon.
+// ForwardUDP implements control.Forwarder: a UDP forward from listen.
 func (f *forwarding) ForwardUDP(ctx context.Context, raw, listen string, ready func(addr string, p peer.ID)) error {
-	t, err := parseTarget(raw)
-	if err != nil {
-		return err
-	}
-	fw, err := f.connect(ctx, t)
+	fw, err := f.connectRaw(ctx, raw)
 	if err != nil {
 		return err
 	}
@@ -399,14 +401,9 @@ func (f *forwarding) ForwardUDP(ctx context.Context, raw, listen string, ready f
 	return fw.ServeUDP(ctx, pc)
 }
 
-// ForwardStream implements control.Forwarder for the daemon: one stream,
-// for forward --stdio.
+// ForwardStream implements control.Forwarder: one stream, for --stdio.
 func (f *forwarding) ForwardStream(ctx context.Context, raw string) (network.Stream, error) {
-	t, err := parseTarget(raw)
-	if err != nil {
-		return nil, err
-	}
-	fw, err := f.connect(ctx, t)
+	fw, err := f.connectRaw(ctx, raw)
 	if err != nil {
 		return nil, err
 	}
