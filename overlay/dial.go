@@ -219,3 +219,77 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// DialEarly is Dial without the wait for the answer: it opens the stream,
+// sends the request and returns at once, so that the caller's first bytes
+// travel with the request and a new forwarded connection costs one round
+// trip less. The answer is read by the stream's first Read, which fails with
+// the *RefusedError (or a read error, or a timeout after the response
+// timeout) if the listener did not say ok; bytes written before that are
+// then lost, as on a refused TCP connection. Use Dial where a refusal must
+// be known before any byte is sent.
+func DialEarly(ctx context.Context, h host.Host, p peer.ID, service string, opts ...DialOption) (network.Stream, error) {
+	cfg, err := newDialConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, errors.New("overlay: DialEarly needs a host")
+	}
+	if p == h.ID() {
+		return nil, fmt.Errorf("peer %s is this node itself; forward to another peer or connect to the service directly", p)
+	}
+	if err := checkName(service); err != nil {
+		return nil, fmt.Errorf("service name %q: %w", service, err)
+	}
+	if cfg.allowLimited {
+		ctx = network.WithAllowLimitedConn(ctx, "p2pnode forward")
+	}
+	s, err := h.NewStream(ctx, p, cfg.protocol)
+	if err != nil {
+		if isNotSupported(err) {
+			return nil, notSupportedError(p)
+		}
+		return nil, fmt.Errorf("open a stream to peer %s: %w", p, err)
+	}
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("stream to peer %s refused by the local resource manager: %w", p, err)
+	}
+	_ = s.SetWriteDeadline(time.Now().Add(cfg.responseTimeout))
+	if err := writeRequest(s, request{Service: service}); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("forward request to peer %s failed: %w", p, err)
+	}
+	_ = s.SetWriteDeadline(time.Time{})
+	return &earlyStream{Stream: s, peer: p, service: service, timeout: cfg.responseTimeout}, nil
+}
+
+// earlyStream reads and checks the listener's answer on its first Read.
+type earlyStream struct {
+	network.Stream
+	peer    peer.ID
+	service string
+	timeout time.Duration
+	checked bool // only the reading goroutine touches it
+}
+
+func (s *earlyStream) Read(b []byte) (int, error) {
+	if !s.checked {
+		s.checked = true
+		_ = s.Stream.SetReadDeadline(time.Now().Add(s.timeout))
+		resp, err := readResponse(s.Stream)
+		_ = s.Stream.SetReadDeadline(time.Time{})
+		switch {
+		case err != nil && isNotSupported(err):
+			return 0, notSupportedError(s.peer)
+		case err != nil && isTimeout(err):
+			return 0, fmt.Errorf("peer %s did not answer the forward request within %v: %w", s.peer, s.timeout, err)
+		case err != nil:
+			return 0, fmt.Errorf("forward request to peer %s failed: %w", s.peer, err)
+		case resp.Status != StatusOK:
+			return 0, &RefusedError{Peer: s.peer, Service: s.service, Status: resp.Status, Message: resp.Message}
+		}
+	}
+	return s.Stream.Read(b)
+}

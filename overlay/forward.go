@@ -170,7 +170,9 @@ func (f *Forwarder) forwardConn(ctx context.Context, c net.Conn) {
 	err := f.prepare(ctx)
 	var s network.Stream
 	if err == nil {
-		s, err = Dial(ctx, f.Host, f.Peer, f.Service, f.DialOptions...)
+		// The client's first bytes go with the request: one round trip
+		// less per connection. A refusal then ends the Pump below.
+		s, err = DialEarly(ctx, f.Host, f.Peer, f.Service, f.DialOptions...)
 	}
 	if err != nil {
 		_ = c.Close()
@@ -191,6 +193,11 @@ func (f *Forwarder) forwardConn(ctx context.Context, c net.Conn) {
 	counted, done := f.Metrics.track("forward", f.Service, s)
 	defer done()
 	if err := Pump(hc, counted); err != nil && ctx.Err() == nil {
+		if st, ok := refusalStatus(err); ok {
+			f.Metrics.refused("forward", f.Service, st)
+			log.Warn("connection not forwarded", "err", err)
+			return
+		}
 		log.Info("forwarded connection aborted", "duration", time.Since(start).Round(time.Millisecond), "err", err)
 		return
 	}
