@@ -112,36 +112,9 @@ func (e *RefusedError) Error() string {
 // not speak [ProtocolID] (it runs no p2pnode serve) yields an error saying
 // so; connection failures and timeouts are wrapped with %w.
 func Dial(ctx context.Context, h host.Host, p peer.ID, service string, opts ...DialOption) (network.Stream, error) {
-	cfg, err := newDialConfig(opts)
+	ctx, s, cfg, err := openStream(ctx, h, p, service, opts)
 	if err != nil {
 		return nil, err
-	}
-	if h == nil {
-		return nil, errors.New("overlay: Dial needs a host")
-	}
-	if err := p.Validate(); err != nil {
-		return nil, fmt.Errorf("peer ID %q is not valid: %w", string(p), err)
-	}
-	if p == h.ID() {
-		return nil, fmt.Errorf("peer %s is this node itself; forward to another peer or connect to the service directly", p)
-	}
-	if err := checkName(service); err != nil {
-		return nil, fmt.Errorf("service name %q: %w", service, err)
-	}
-	if cfg.allowLimited {
-		ctx = network.WithAllowLimitedConn(ctx, "p2pnode forward")
-	}
-
-	s, err := h.NewStream(ctx, p, cfg.protocol)
-	if err != nil {
-		if isNotSupported(err) {
-			return nil, notSupportedError(p)
-		}
-		return nil, fmt.Errorf("open a stream to peer %s: %w", p, err)
-	}
-	if err := s.Scope().SetService(ServiceName); err != nil {
-		_ = s.Reset()
-		return nil, fmt.Errorf("stream to peer %s refused by the local resource manager: %w", p, err)
 	}
 
 	// The deadline covers writing the request and reading the response.
@@ -229,32 +202,9 @@ func isTimeout(err error) bool {
 // then lost, as on a refused TCP connection. Use Dial where a refusal must
 // be known before any byte is sent.
 func DialEarly(ctx context.Context, h host.Host, p peer.ID, service string, opts ...DialOption) (network.Stream, error) {
-	cfg, err := newDialConfig(opts)
+	_, s, cfg, err := openStream(ctx, h, p, service, opts)
 	if err != nil {
 		return nil, err
-	}
-	if h == nil {
-		return nil, errors.New("overlay: DialEarly needs a host")
-	}
-	if p == h.ID() {
-		return nil, fmt.Errorf("peer %s is this node itself; forward to another peer or connect to the service directly", p)
-	}
-	if err := checkName(service); err != nil {
-		return nil, fmt.Errorf("service name %q: %w", service, err)
-	}
-	if cfg.allowLimited {
-		ctx = network.WithAllowLimitedConn(ctx, "p2pnode forward")
-	}
-	s, err := h.NewStream(ctx, p, cfg.protocol)
-	if err != nil {
-		if isNotSupported(err) {
-			return nil, notSupportedError(p)
-		}
-		return nil, fmt.Errorf("open a stream to peer %s: %w", p, err)
-	}
-	if err := s.Scope().SetService(ServiceName); err != nil {
-		_ = s.Reset()
-		return nil, fmt.Errorf("stream to peer %s refused by the local resource manager: %w", p, err)
 	}
 	_ = s.SetWriteDeadline(time.Now().Add(cfg.responseTimeout))
 	if err := writeRequest(s, request{Service: service}); err != nil {
@@ -263,6 +213,42 @@ func DialEarly(ctx context.Context, h host.Host, p peer.ID, service string, opts
 	}
 	_ = s.SetWriteDeadline(time.Time{})
 	return &earlyStream{Stream: s, peer: p, service: service, timeout: cfg.responseTimeout}, nil
+}
+
+// openStream checks Dial's arguments and opens a forward stream to p,
+// attributed to ServiceName; it returns the context Dial goes on with.
+func openStream(ctx context.Context, h host.Host, p peer.ID, service string, opts []DialOption) (context.Context, network.Stream, dialConfig, error) {
+	cfg, err := newDialConfig(opts)
+	if err != nil {
+		return ctx, nil, cfg, err
+	}
+	if h == nil {
+		return ctx, nil, cfg, errors.New("overlay: Dial needs a host")
+	}
+	if err := p.Validate(); err != nil {
+		return ctx, nil, cfg, fmt.Errorf("peer ID %q is not valid: %w", string(p), err)
+	}
+	if p == h.ID() {
+		return ctx, nil, cfg, fmt.Errorf("peer %s is this node itself; forward to another peer or connect to the service directly", p)
+	}
+	if err := checkName(service); err != nil {
+		return ctx, nil, cfg, fmt.Errorf("service name %q: %w", service, err)
+	}
+	if cfg.allowLimited {
+		ctx = network.WithAllowLimitedConn(ctx, "p2pnode forward")
+	}
+	s, err := h.NewStream(ctx, p, cfg.protocol)
+	if err != nil {
+		if isNotSupported(err) {
+			return ctx, nil, cfg, notSupportedError(p)
+		}
+		return ctx, nil, cfg, fmt.Errorf("open a stream to peer %s: %w", p, err)
+	}
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		_ = s.Reset()
+		return ctx, nil, cfg, fmt.Errorf("stream to peer %s refused by the local resource manager: %w", p, err)
+	}
+	return ctx, s, cfg, nil
 }
 
 // earlyStream reads and checks the listener's answer on its first Read.

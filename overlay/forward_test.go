@@ -302,10 +302,7 @@ func TestForwarderDialFailure(t *testing.T) {
 	if b, err := io.ReadAll(failed); err != nil && !isReset(err) || len(b) != 0 {
 		t.Fatalf("the unforwardable connection got %q, %v; want it closed", b, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), "target unreachable") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(5*time.Second, func() bool { return strings.Contains(logs.String(), "target unreachable") })
 	out := logs.String()
 	contains(t, "forwarder log", out, "connection not forwarded", "target unreachable", "connection refused")
 	if n := strings.Count(out, "connection not forwarded"); n != 1 {
@@ -372,7 +369,19 @@ func TestForwarderStdio(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- fw.Stdio(ctx, inR, outW) }()
-		time.Sleep(200 * time.Millisecond) // let the stream open
+		// Cancel once the forward stream is open on the server side.
+		if !waitUntil(5*time.Second, func() bool {
+			for _, c := range f.server.Network().ConnsToPeer(f.client.ID()) {
+				for _, s := range c.GetStreams() {
+					if s.Protocol() == ProtocolID {
+						return true
+					}
+				}
+			}
+			return false
+		}) {
+			t.Fatal("the forward stream never opened")
+		}
 		cancel()
 		select {
 		case err := <-done:
