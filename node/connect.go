@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
@@ -38,6 +39,9 @@ const (
 	// punchRetryInterval keeps a forward whose punches fail from redialing
 	// the relay for every TCP connection it carries.
 	punchRetryInterval = 30 * time.Second
+	// punchRounds is how many relayed connections (each with up to 3
+	// DCUtR attempts) upgrade tries when the relay limits the circuit.
+	punchRounds = 2
 )
 
 // Path says how this node is connected to a peer.
@@ -90,7 +94,7 @@ func (n *Node) RelayLimit(p peer.ID) (limited bool, duration time.Duration, data
 // Connect makes sure there is a connection to p, finding its addresses in the
 // DHT when none are known, and returns the path it got. When p is reachable
 // only through a limited relayed connection, Connect waits (bounded, about
-// 10 s at worst) for DCUtR hole punching to turn it into a direct one; if the
+// 20 s at worst) for DCUtR hole punching to turn it into a direct one; if the
 // punch fails it returns PathRelayed and no error, and a later Connect or
 // Reconnect punches again. Through a relay that does not limit the circuit,
 // it returns PathRelayed at once and punches in the background.
@@ -193,41 +197,77 @@ func (n *Node) upgrade(ctx context.Context, p peer.ID) Path {
 			return n.PathTo(p)
 		}
 	}
-	pctx, pcancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "p2pnode: hole punch"), punchTimeout)
-	defer pcancel()
-	if !hadHandler {
-		// The remote asked for DCUtR when the relayed connection opened,
-		// before our handler existed, and will not ask again on that
-		// connection. A new relayed connection makes it ask again (an
-		// attempt still in flight, say a connection reversal, carries on:
-		// go-libp2p runs one attempt per peer at a time).
-		if err := n.redialRelayed(pctx, p); err != nil {
-			n.log.Warn("relay redial for hole punching failed", "peer", p, "error", err)
-			return n.PathTo(p)
-		}
+	// Through a limited relay a failed punch means a connection cut at the
+	// limit, so it is worth a second round: a punch that failed on timing
+	// (a loaded machine, SYNs crossing badly) often works the next time.
+	rounds := 1
+	if limited, _, _ := n.RelayLimit(p); limited {
+		rounds = punchRounds
 	}
-	if n.waitDirect(pctx, p, punchTimeout, failedBefore) {
-		n.metrics.punched(true, time.Since(start))
-		n.log.Info("direct connection by hole punching", "peer", p, "took", time.Since(start).Round(time.Millisecond))
-		return PathDirect
+	pctx, pcancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "p2pnode: hole punch"), time.Duration(rounds)*punchTimeout)
+	defer pcancel()
+	for round := 1; ; round++ {
+		if !hadHandler || round > 1 {
+			// The remote asked for DCUtR when the relayed connection
+			// opened, and will not ask again on that connection (before
+			// our handler existed, it could not even ask). A new relayed
+			// connection makes it ask again (an attempt still in flight,
+			// say a connection reversal, carries on: go-libp2p runs one
+			// attempt per peer at a time).
+			failedBefore, _ = n.punches.failures(p)
+			if err := n.redialRelayed(pctx, p); err != nil {
+				n.log.Warn("relay redial for hole punching failed", "peer", p, "error", err)
+				break
+			}
+		}
+		if n.waitDirect(pctx, p, punchTimeout, failedBefore) {
+			n.metrics.punched(true, time.Since(start))
+			n.log.Info("direct connection by hole punching", "peer", p, "took", time.Since(start).Round(time.Millisecond), "round", round)
+			return PathDirect
+		}
+		if round >= rounds || pctx.Err() != nil {
+			break
+		}
+		n.log.Info("hole punch failed; trying again through a new relayed connection", "peer", p)
 	}
 	n.metrics.punched(false, time.Since(start))
 	n.log.Warn("hole punch failed; carrying data through the relay", "peer", p, "took", time.Since(start).Round(time.Millisecond))
 	return n.PathTo(p)
 }
 
-// redialRelayed replaces the relayed connections to p by a new one.
+// redialRelayed replaces the relayed connections to p by a new one. It
+// refuses to close one that carries application streams (a forwarded
+// connection in use): cutting a user's session to retry a punch would be
+// worse than staying relayed.
 func (n *Node) redialRelayed(ctx context.Context, p peer.ID) error {
 	circuits := n.circuitAddrs(p)
 	if len(circuits) == 0 {
 		return errors.New("no circuit address known")
 	}
-	for _, c := range n.Host.Network().ConnsToPeer(p) {
+	conns := n.Host.Network().ConnsToPeer(p)
+	for _, c := range conns {
+		if c.Stat().Limited && carriesAppStreams(c) {
+			return errors.New("the relayed connection carries open streams; not replacing it")
+		}
+	}
+	for _, c := range conns {
 		if c.Stat().Limited {
 			c.Close()
 		}
 	}
 	return n.Host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: circuits})
+}
+
+// carriesAppStreams reports whether c has a stream of a protocol other than
+// libp2p's own (identify, ping, DCUtR, ...: all under /ipfs/ or /libp2p/).
+func carriesAppStreams(c network.Conn) bool {
+	for _, s := range c.GetStreams() {
+		proto := string(s.Protocol())
+		if !strings.HasPrefix(proto, "/ipfs/") && !strings.HasPrefix(proto, "/libp2p/") {
+			return true
+		}
+	}
+	return false
 }
 
 // circuitAddrs returns p's known /p2p-circuit addresses.

@@ -216,7 +216,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("connection manager: %w", err)
 	}
 
-	n := &Node{cfg: cfg, log: cfg.Logger, lastPunch: make(map[peer.ID]time.Time), punches: newPunchTracer()}
+	n := &Node{cfg: cfg, log: cfg.Logger, lastPunch: make(map[peer.ID]time.Time), punches: newPunchTracer(cfg.Logger)}
 	var kad *dht.IpfsDHT
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
