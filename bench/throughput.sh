@@ -139,6 +139,7 @@ echo_addr=$(wait_line echo-server '^listening ' | cut -d' ' -f2)
 echo_port=${echo_addr##*:}
 
 declare -A port # path -> local port iperf3 connects to
+declare -A cpupids # path -> the forwarder's processes (not iperf3's), for CPU per GB
 declare -A eport # path -> local port of the echo server through that path
 port[direct]=$iperf_port
 eport[direct]=$echo_port
@@ -148,6 +149,7 @@ has_path() { [[ ",$paths," == *",$1,"* ]]; }
 if has_path socat; then
 	port[socat]=$(freeport)
 	start socat socat "TCP-LISTEN:${port[socat]},bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$iperf_port"
+	cpupids[socat]=${pids[-1]}
 	eport[socat]=$(freeport)
 	start socat-echo socat "TCP-LISTEN:${eport[socat]},bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$echo_port"
 	wait_listen "${port[socat]}"
@@ -177,6 +179,7 @@ AllowTcpForwarding yes
 LogLevel ERROR
 EOF
 	start sshd "$SSHD" -D -e -f "$tmp/ssh/sshd_config"
+	cpupids[ssh-L]=${pids[-1]}
 	wait_listen "$ssh_port"
 	port[ssh-L]=$(freeport)
 	eport[ssh-L]=$(freeport)
@@ -185,6 +188,7 @@ EOF
 		-o BatchMode=yes -o LogLevel=ERROR -o ExitOnForwardFailure=yes \
 		-L "${port[ssh-L]}:127.0.0.1:$iperf_port" -L "${eport[ssh-L]}:127.0.0.1:$echo_port" \
 		-l "$(id -un)" 127.0.0.1
+	cpupids[ssh-L]+=" ${pids[-1]}"
 	wait_listen "${port[ssh-L]}"
 	wait_listen "${eport[ssh-L]}"
 fi
@@ -202,8 +206,10 @@ for tr in tcp quic; do
 		target=127.0.0.1:$iperf_port
 		[ $t = iperf ] || target=127.0.0.1:$echo_port
 		start "bare-$tr-$t-serve" "$tmp/barestream" serve -target "$target" -p2p-listen "$(maddr $tr)"
+		[ $t = echo ] || cpupids[bare-$tr]=${pids[-1]}
 		peer=$(wait_line "bare-$tr-$t-serve" '/p2p/')
 		start "bare-$tr-$t-fwd" "$tmp/barestream" forward -peer "$peer"
+		[ $t = echo ] || cpupids[bare-$tr]+=" ${pids[-1]}"
 		p=$(wait_line "bare-$tr-$t-fwd" '^listening ' | sed 's/.*://')
 		if [ $t = iperf ]; then port[bare-$tr]=$p; else eport[bare-$tr]=$p; fi
 	done
@@ -222,10 +228,12 @@ for v in p2pnode-tcp p2pnode-quic base-tcp base-quic; do
 	boot=$(wait_line "$v-boot" '/p2p/')
 	start "$v-serve" "$bin" --home "$tmp/$v-serve" serve --listen "$ma" --bootstrap "$boot" \
 		--nat-port-map=false --public --expose "iperf=127.0.0.1:$iperf_port" --expose "echo=127.0.0.1:$echo_port"
+	cpupids[$v]=${pids[-1]}
 	wait_line "$v-serve" '^ready:' >/dev/null
 	serve_id=$(wait_line "$v-serve" '^peer ID: ' | sed 's/^peer ID: //')
 	start "$v-fwd" "$bin" --home "$tmp/$v-fwd" forward "$serve_id:iperf" --bootstrap "$boot" \
 		--p2p-listen "$ma" --nat-port-map=false --listen 127.0.0.1:0
+	cpupids[$v]+=" ${pids[-1]}"
 	start "$v-fwdecho" "$bin" --home "$tmp/$v-fwdecho" forward "$serve_id:echo" --bootstrap "$boot" \
 		--p2p-listen "$ma" --nat-port-map=false --listen 127.0.0.1:0
 	port[$v]=$(wait_line "$v-fwd" '^forwarding ' | sed 's/^forwarding [^ ]*:\([0-9]*\) .*/\1/')
@@ -237,16 +245,34 @@ for p in "${order[@]}"; do
 	[ -n "${port[$p]:-}" ] || die "unknown path $p (known: direct,socat,ssh-L,bare-tcp,bare-quic,p2pnode-tcp,p2pnode-quic; base-tcp,base-quic with -baseline)"
 done
 
-# mbps PATH DIR ROUND: one iperf3 run, prints MB/s received.
+# cputicks PID...: CPU time (clock ticks, user + system) that the processes
+# and all their descendants have used, including children already reaped
+# (cutime, cstime): sshd and socat fork one process per connection.
+cputicks() {
+	local p t=0 c
+	for p in "$@"; do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$((t + $(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+		for c in $(pgrep -P "$p" || true); do t=$((t + $(cputicks "$c"))); done
+	done
+	echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+
+# mbps PATH DIR ROUND: one iperf3 run; prints MB/s received and the CPU
+# seconds the forwarder's processes spent per GB ("-" for direct).
 mbps() {
-	local path=$1 dir=$2 r=$3 json=$tmp/iperf-$1-$2-$3.json extra=()
+	local path=$1 dir=$2 r=$3 json=$tmp/iperf-$1-$2-$3.json extra=() before after
 	[ "$dir" = send ] || extra=(-R)
+	before=$(cputicks ${cpupids[$path]:-})
 	if ! flock "$LOCK" iperf3 -c 127.0.0.1 -p "${port[$path]}" -t "$secs" -J "${extra[@]}" >"$json"; then
 		log "iperf3 through $path ($dir) failed: $(jq -r '.error // empty' "$json" 2>/dev/null)"
-		echo nan
+		echo nan nan
 		return
 	fi
-	jq -r '.end.sum_received.bits_per_second / 8 / 1e6 | . * 10 | round / 10' "$json"
+	after=$(cputicks ${cpupids[$path]:-})
+	jq -r --argjson ticks $((after - before)) --argjson hz "$HZ" --arg has "${cpupids[$path]:+y}" \
+		'.end.sum_received | "\(.bits_per_second / 8 / 1e6 | . * 10 | round / 10) \(if $has == "y" then ($ticks / $hz / (.bytes / 1e9) | . * 100 | round / 100) else "-" end)"' "$json"
 }
 
 median() { # numbers on stdin -> median
@@ -254,28 +280,33 @@ median() { # numbers on stdin -> median
 }
 
 declare -A runs # "path dir" -> space-separated MB/s of each round
+declare -A cpus # path -> space-separated CPU s/GB of each run, both directions
 if [ $do_throughput = 1 ]; then
 	n=${#order[@]}
 	for ((r = 0; r < rounds; r++)); do
 		for ((i = 0; i < n; i++)); do
 			p=${order[$(((i + r) % n))]}
 			for dir in send recv; do
-				v=$(mbps "$p" $dir $r)
+				read -r v c < <(mbps "$p" $dir $r)
 				runs["$p $dir"]="${runs["$p $dir"]:-}$v "
-				log "round $((r + 1))/$rounds $p $dir: $v MB/s"
+				cpus["$p"]="${cpus["$p"]:-}$c "
+				log "round $((r + 1))/$rounds $p $dir: $v MB/s, $c CPU s/GB"
 			done
 		done
 	done
 
 	declare -A med
 	echo
-	echo "Throughput, loopback, iperf3 -t $secs, MB/s received (median of $rounds rounds; each round's value in brackets)"
-	printf '%-14s %10s %10s   %s\n' path send "recv(-R)" "rounds send | recv"
+	echo "Throughput, loopback, iperf3 -t $secs, MB/s received (median of $rounds rounds; each round's value in brackets);"
+	echo "CPU = seconds of CPU the forwarder's own processes (not iperf3) spent per GB carried, median of both directions"
+	printf '%-14s %10s %10s %9s   %s\n' path send "recv(-R)" "CPU s/GB" "rounds send | recv"
 	for p in "${order[@]}"; do
 		for dir in send recv; do
 			med["$p $dir"]=$(tr ' ' '\n' <<<"${runs["$p $dir"]}" | grep -v '^$' | median)
 		done
-		printf '%-14s %10s %10s   [%s| %s]\n' "$p" "${med["$p send"]}" "${med["$p recv"]}" "${runs["$p send"]}" "${runs["$p recv"]}"
+		med["$p cpu"]=$(tr ' ' '\n' <<<"${cpus["$p"]}" | grep -v '^$' | grep -v '^-$' | median)
+		[ "${med["$p cpu"]}" != nan ] || med["$p cpu"]="-"
+		printf '%-14s %10s %10s %9s   [%s| %s]\n' "$p" "${med["$p send"]}" "${med["$p recv"]}" "${med["$p cpu"]}" "${runs["$p send"]}" "${runs["$p recv"]}"
 	done
 	ratio() { # A B DIR -> A/B
 		local a=${med["$1 $3"]:-} b=${med["$2 $3"]:-}
@@ -288,6 +319,7 @@ if [ $do_throughput = 1 ]; then
 		has_path "p2pnode-$tr" || continue
 		has_path "base-$tr" && printf '%-30s %6s %6s   %s\n' "p2pnode-$tr / base-$tr" "$(ratio p2pnode-$tr base-$tr send)" "$(ratio p2pnode-$tr base-$tr recv)" "(after / before)"
 		has_path ssh-L && printf '%-30s %6s %6s   %s\n' "p2pnode-$tr / ssh-L" "$(ratio p2pnode-$tr ssh-L send)" "$(ratio p2pnode-$tr ssh-L recv)" ">= 1.20"
+		has_path ssh-L && printf '%-30s %13s   %s\n' "ssh-L CPU / p2pnode-$tr CPU" "$(ratio ssh-L p2pnode-$tr cpu)" "(GB per CPU second, p2pnode over ssh -L)"
 		has_path "bare-$tr" && printf '%-30s %6s %6s   %s\n' "p2pnode-$tr / bare-$tr" "$(ratio p2pnode-$tr bare-$tr send)" "$(ratio p2pnode-$tr bare-$tr recv)" ">= 0.85"
 		has_path bare-tcp && [ $tr = quic ] && printf '%-30s %6s %6s\n' "p2pnode-quic / bare-tcp" "$(ratio p2pnode-quic bare-tcp send)" "$(ratio p2pnode-quic bare-tcp recv)"
 	done

@@ -30,15 +30,18 @@ type Resetter interface {
 }
 
 // pumpBufferSize is the copy buffer per direction, in bytes: the largest
-// write that a libp2p stream over TCP (yamux over Noise, as node/ builds it)
-// sends as one yamux frame in one Noise record, hence one encryption and one
-// write(2). A yamux data frame carries at most 64 KiB minus its 12-byte
-// header, and a Noise record at most 65535 minus its 16-byte MAC bytes of
-// plaintext (go-libp2p's noise.MaxPlaintextLength), so a full frame must
-// carry at most 65519 - 12 = 65507 bytes. With a 64 KiB buffer each full
-// read became a 65524-byte frame split across two Noise records plus a
-// 12-byte frame in a third: three records and writes where one does.
-// QUIC streams are indifferent to the size. bench/throughput.sh measures it.
+// write that a libp2p stream over TCP sends as one yamux frame, hence one
+// write(2), whichever security protocol the peers chose. A yamux data frame
+// carries at most 64 KiB minus its 12-byte header. Over Noise a full frame
+// must also fit one Noise record, 65535 minus its 16-byte MAC bytes of
+// plaintext (go-libp2p's noise.MaxPlaintextLength), so it carries at most
+// 65519 - 12 = 65507 bytes; with a 64 KiB buffer each full read became a
+// 65524-byte frame split across two Noise records plus a 12-byte frame in a
+// third. Over TLS (which node/ prefers) the frame is sealed in four 16 KiB
+// records that node's batched TLS transport writes at once. QUIC streams are
+// indifferent to the size. bench/throughput.sh measures it; larger frames
+// (a 256 KiB buffer with yamux's MaxMessageSize raised to match) cost more
+// CPU per byte, not less.
 const pumpBufferSize = noise.MaxPlaintextLength - yamuxHeaderSize
 
 // yamuxHeaderSize is github.com/libp2p/go-yamux/v5's headerSize (unexported).
