@@ -304,7 +304,7 @@ if [ $do_throughput = 1 ]; then
 		for dir in send recv; do
 			med["$p $dir"]=$(tr ' ' '\n' <<<"${runs["$p $dir"]}" | grep -v '^$' | median)
 		done
-		med["$p cpu"]=$(tr ' ' '\n' <<<"${cpus["$p"]}" | grep -v '^$' | grep -v '^-$' | median)
+		med["$p cpu"]=$(tr ' ' '\n' <<<"${cpus["$p"]}" | awk '$1 != "" && $1 != "-"' | median)
 		[ "${med["$p cpu"]}" != nan ] || med["$p cpu"]="-"
 		printf '%-14s %10s %10s %9s   [%s| %s]\n' "$p" "${med["$p send"]}" "${med["$p recv"]}" "${med["$p cpu"]}" "${runs["$p send"]}" "${runs["$p recv"]}"
 	done

@@ -42,21 +42,23 @@ func newBatchedTLS(id protocol.ID, key ic.PrivKey, muxers []tptu.StreamMuxer) (*
 // SecureInbound implements sec.SecureTransport.
 func (t *batchedTLS) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
 	raw := &batchConn{Conn: insecure}
-	c, err := t.Transport.SecureInbound(ctx, raw, p)
-	if err != nil {
-		return nil, err
-	}
-	return &batchedConn{SecureConn: c, raw: raw}, nil
+	return batched(raw)(t.Transport.SecureInbound(ctx, raw, p))
 }
 
 // SecureOutbound implements sec.SecureTransport.
 func (t *batchedTLS) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
 	raw := &batchConn{Conn: insecure}
-	c, err := t.Transport.SecureOutbound(ctx, raw, p)
-	if err != nil {
-		return nil, err
+	return batched(raw)(t.Transport.SecureOutbound(ctx, raw, p))
+}
+
+// batched wraps the result of a TLS handshake run over raw.
+func batched(raw *batchConn) func(sec.SecureConn, error) (sec.SecureConn, error) {
+	return func(c sec.SecureConn, err error) (sec.SecureConn, error) {
+		if err != nil {
+			return nil, err
+		}
+		return &batchedConn{SecureConn: c, raw: raw}, nil
 	}
-	return &batchedConn{SecureConn: c, raw: raw}, nil
 }
 
 // batchedConn is the TLS connection; its Write gathers the records it

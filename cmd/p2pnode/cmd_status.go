@@ -66,7 +66,7 @@ func (a *statusArgs) run(cmd *cobra.Command, g *globalFlags) error {
 
 // printStatus writes st for a person: one aligned "name  value" block, then
 // a table of connections.
-func printStatus(w io.Writer, st node.Status, now time.Time) {
+func printStatus(w io.Writer, st control.Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(name string, values ...string) {
 		if len(values) == 0 {
@@ -122,6 +122,11 @@ func printStatus(w io.Writer, st node.Status, now time.Time) {
 		}
 	}
 	row("connections", fmt.Sprintf("%d (%d direct, %d relayed)", len(st.Connections), direct, len(st.Connections)-direct))
+	var fwds []string
+	for _, f := range st.PersistentForwards {
+		fwds = append(fwds, fmt.Sprintf("%s -> %s (peer %s), since %s", f.Listen, f.Target, shortID(f.Peer.String()), ago(now, f.Started)))
+	}
+	row("persistent forwards", fwds...)
 	tw.Flush()
 	if len(st.Connections) == 0 {
 		return

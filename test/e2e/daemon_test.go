@@ -72,8 +72,21 @@ func TestForwardThroughDaemon(t *testing.T) {
 	if err != nil || sent != received {
 		t.Fatalf("echo through the persistent forward: sent %v, got %v, %v", sent, received, err)
 	}
+	// status lists it, in JSON and for a person.
+	st, _ := statusOf(t, ctx, client)
+	if len(st.PersistentForwards) != 1 || st.PersistentForwards[0].Listen != kept ||
+		st.PersistentForwards[0].Target != server.id+":echo" || st.PersistentForwards[0].Peer != server.id {
+		t.Errorf("status --json lists persistent forwards %+v, want the one on %s to %s:echo", st.PersistentForwards, kept, server.id)
+	}
+	if res := run(t, ctx, "--home", client.home, "status"); !strings.Contains(res.stdout, "persistent forwards") ||
+		!strings.Contains(res.stdout, kept+" -> "+server.id+":echo") {
+		t.Errorf("status does not show the persistent forward on %s:\n%s", kept, res.stdout)
+	}
 	if res := run(t, ctx, "--home", client.home, "forward", "--close", kept); res.code != 0 {
 		t.Fatalf("forward --close %s: exit %d, stderr %q", kept, res.code, res.stderr)
+	}
+	if st, _ := statusOf(t, ctx, client); len(st.PersistentForwards) != 0 {
+		t.Errorf("status still lists persistent forwards after --close: %+v", st.PersistentForwards)
 	}
 	if c, err := net.DialTimeout("tcp", kept, 2*time.Second); err == nil {
 		c.Close()
@@ -110,7 +123,7 @@ func TestForwardThroughDaemon(t *testing.T) {
 
 	// One peer ID, online once: the bootstrap node sees one connection from
 	// the forwarding peer, the daemon's.
-	st, _ := statusOf(t, ctx, bootNode)
+	st, _ = statusOf(t, ctx, bootNode)
 	conns := 0
 	for _, c := range st.Connections {
 		if c.Peer == client.id {

@@ -39,6 +39,11 @@ type statusJSON struct {
 		OpenedAt   string  `json:"opened_at"`
 		RTTMillis  float64 `json:"rtt_ms"`
 	} `json:"connections"`
+	PersistentForwards []struct {
+		Listen string `json:"listen"`
+		Target string `json:"target"`
+		Peer   string `json:"peer"`
+	} `json:"persistent_forwards"`
 }
 
 // statusOf runs `p2pnode status --json` in n's home.

@@ -72,11 +72,11 @@ func (c *Client) Close() {
 	c.hc.CloseIdleConnections()
 }
 
-// Status returns the daemon node's status.
-func (c *Client) Status(ctx context.Context) (node.Status, error) {
+// Status returns the daemon node's status and its persistent forwards.
+func (c *Client) Status(ctx context.Context) (Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	var st node.Status
+	var st Status
 	err := c.do(ctx, http.MethodGet, "/v1/status", &st)
 	return st, err
 }

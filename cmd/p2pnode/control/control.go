@@ -7,7 +7,7 @@
 // directory created 0700, and the server also refuses connections whose
 // peer credentials (SO_PEERCRED) name another user.
 //
-//	GET  /v1/status                     node.Status
+//	GET  /v1/status                     Status (node.Status and persistent forwards)
 //	POST /v1/ping?peer=PEERID&count=N   node.PingResult
 //
 // Errors are {"error": "..."} with status 400 (bad request), 502 (the
@@ -93,7 +93,7 @@ type Server struct {
 
 	// persistent forwards (forward --persist), by listen address; they
 	// stop on Close or with forward --close.
-	persist   map[string]context.CancelFunc
+	persist   map[string]persistent
 	persistWG sync.WaitGroup
 
 	mu       sync.Mutex
@@ -215,7 +215,7 @@ func (s *Server) Serve(b Backend) {
 	s.serving = true
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, b.Status())
+		writeJSON(w, http.StatusOK, Status{Status: b.Status(), PersistentForwards: s.persistentForwards()})
 	})
 	mux.HandleFunc("POST /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		s.ping(w, r, b)

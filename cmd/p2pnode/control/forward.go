@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
 
@@ -103,6 +105,40 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, f Forwarder) {
 	}
 }
 
+// Status is what GET /v1/status answers: the node's status, and the
+// forwards the daemon keeps for `forward --persist`.
+type Status struct {
+	node.Status
+	// PersistentForwards lists them by listen address, oldest first.
+	PersistentForwards []PersistentForward `json:"persistent_forwards"`
+}
+
+// PersistentForward is one forward started with `forward --persist`.
+type PersistentForward struct {
+	Listen  string    `json:"listen"`  // local HOST:PORT it accepts on
+	Target  string    `json:"target"`  // PEER:SERVICE or NAME/SERVICE as given
+	Peer    peer.ID   `json:"peer"`    // the peer it resolved to
+	Started time.Time `json:"started"` // when it began listening
+}
+
+// persistent is a running persistent forward.
+type persistent struct {
+	PersistentForward
+	cancel context.CancelFunc
+}
+
+// persistentForwards returns the running persistent forwards, oldest first.
+func (s *Server) persistentForwards() []PersistentForward {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]PersistentForward, 0, len(s.persist))
+	for _, p := range s.persist {
+		out = append(out, p.PersistentForward)
+	}
+	slices.SortFunc(out, func(a, b PersistentForward) int { return a.Started.Compare(b.Started) })
+	return out
+}
+
 // forwardPersistent starts a forward that the daemon keeps after the
 // request (forward --persist), until Close or DELETE /v1/forward.
 func (s *Server) forwardPersistent(w http.ResponseWriter, target, listen string, f Forwarder) {
@@ -118,9 +154,9 @@ func (s *Server) forwardPersistent(w http.ResponseWriter, target, listen string,
 			addr = a
 			s.mu.Lock()
 			if s.persist == nil {
-				s.persist = make(map[string]context.CancelFunc)
+				s.persist = make(map[string]persistent)
 			}
-			s.persist[a] = cancel
+			s.persist[a] = persistent{PersistentForward{Listen: a, Target: target, Peer: p, Started: time.Now()}, cancel}
 			s.mu.Unlock()
 			ready <- forwardReady{Addr: a, Peer: p}
 		})
@@ -146,7 +182,7 @@ func (s *Server) forwardPersistent(w http.ResponseWriter, target, listen string,
 func (s *Server) closeForward(w http.ResponseWriter, r *http.Request) {
 	addr := r.URL.Query().Get("listen")
 	s.mu.Lock()
-	cancel, ok := s.persist[addr]
+	pf, ok := s.persist[addr]
 	var open []string
 	for a := range s.persist {
 		open = append(open, a)
@@ -156,7 +192,7 @@ func (s *Server) closeForward(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no persistent forward listens on %q (open: %v)", addr, open))
 		return
 	}
-	cancel()
+	pf.cancel()
 	writeJSON(w, http.StatusOK, forwardClosed{Closed: addr})
 }
 
