@@ -171,9 +171,10 @@ func TestBatchedTLSWriteError(t *testing.T) {
 	}
 }
 
-// TestBatchedTLSConcurrent: concurrent writers (yamux has one, but Close and
-// TLS alerts can come from elsewhere) never interleave records; run with
-// -race.
+// TestBatchedTLSConcurrent: concurrent writers (yamux has one, but nothing
+// in net.Conn's contract says so) never lose or mix up each other's records:
+// a lost or misplaced record would fail TLS's authentication on the reading
+// side. Run with -race.
 func TestBatchedTLSConcurrent(t *testing.T) {
 	client, server, _ := tlsPair(t, true, true)
 	const writers, per, size = 4, 8, 40 << 10

@@ -17,7 +17,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -197,32 +196,7 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, a
 		idle[i], _ = readProc(p.s.pid)
 	}
 	t1 := time.Now()
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	var firstErrs sync.Map
-	var slowest atomic.Int64
-	for i, c := range open {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
-			start := time.Now()
-			if err := exchange(c, uint64(i)+1, size); err != nil {
-				if failed.Add(1) <= 5 {
-					firstErrs.Store(i, err)
-				}
-			}
-			d := int64(time.Since(start))
-			for {
-				old := slowest.Load()
-				if d <= old || slowest.CompareAndSwap(old, d) {
-					break
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	ex := exchangeAll(open, 1, size)
 	transfer := time.Since(t1)
 	peak := make([]procStat, len(procs))
 	for i, p := range procs {
@@ -261,15 +235,17 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, a
 
 	total := float64(2*int64(n)*size) / (1 << 20)
 	fmt.Printf("\n== conns: %d simultaneous TCP connections through one forward, %s each way, sha256-checked ==\n", n, humanBytes(size))
-	fmt.Printf("failed connections: %d of %d\n", failed.Load(), n)
-	firstErrs.Range(func(k, v any) bool { fmt.Printf("  connection %v: %v\n", k, v); return true })
+	fmt.Printf("failed connections: %d of %d\n", ex.failed, n)
+	for _, err := range ex.firstErrs {
+		fmt.Printf("  %v\n", err)
+	}
 	if endToEnd >= 0 {
 		fmt.Printf("all %d connections reached the echo target (serve holds %d more fds) %v after the first dial\n", n, n, endToEnd.Round(time.Millisecond))
 	} else {
 		fmt.Printf("serve did not hold %d more fds within 60 s of the first dial\n", n)
 	}
 	fmt.Printf("open all %d: %v; transfer (first byte to last close): %v; slowest connection %v; %.0f MiB moved through the forward (%.1f MiB/s both ways)\n",
-		n, opened.Round(time.Millisecond), transfer.Round(time.Millisecond), time.Duration(slowest.Load()).Round(time.Millisecond), total, total/transfer.Seconds())
+		n, opened.Round(time.Millisecond), transfer.Round(time.Millisecond), ex.slowest.Round(time.Millisecond), total, total/transfer.Seconds())
 	if backAfter >= 0 {
 		fmt.Printf("fds back within %d of the start in all three processes %v after the last connection closed\n", fdSlack, backAfter.Round(time.Millisecond))
 	} else {
@@ -289,8 +265,8 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, a
 	}
 	fmt.Printf("(peak = the maximum of each column over 50 ms samples during the run; \"after (end)\" is %v after the last close)\n",
 		time.Since(closedAt).Round(time.Second))
-	if failed.Load() > 0 {
-		return fmt.Errorf("%d of %d connections failed", failed.Load(), n)
+	if ex.failed > 0 {
+		return fmt.Errorf("%d of %d connections failed", ex.failed, n)
 	}
 	if rounds > 1 {
 		// The same N connections again through the same processes: RSS that
@@ -309,7 +285,7 @@ func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, a
 			fmt.Printf("| %5d | %6d | %8s | %11s / %-9s | %13s / %-11s | %13d / %-9d | %15d / %-11d | %34s |\n", k, failed, d.Round(10*time.Millisecond),
 				mib(s.RSS), mib(s.HWM), mib(f.RSS), mib(f.HWM), s.FDs, s.Threads, f.FDs, f.Threads, streams)
 		}
-		row(1, int(failed.Load()), transfer)
+		row(1, ex.failed, transfer)
 		for k := 2; k <= rounds; k++ {
 			f, d := oneRound(fwdAddr, n, size, uint64(k)<<32)
 			row(k, f, d)
@@ -351,23 +327,48 @@ func oneRound(addr string, n int, size int64, seed uint64) (int, time.Duration) 
 		}
 		open = append(open, c.(*net.TCPConn))
 	}
-	failed := int64(n - len(open))
 	t := time.Now()
-	var wg sync.WaitGroup
-	var fails atomic.Int64
+	ex := exchangeAll(open, seed, size)
+	return n - len(open) + ex.failed, time.Since(t)
+}
+
+// exchanged is what exchangeAll saw.
+type exchanged struct {
+	failed    int
+	firstErrs []error // the first few, for the report
+	slowest   time.Duration
+}
+
+// exchangeAll exchanges size bytes each way on every connection at once
+// (connection i with seed+i) and closes them all.
+func exchangeAll(open []*net.TCPConn, seed uint64, size int64) exchanged {
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		res exchanged
+	)
 	for i, c := range open {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
-			if exchange(c, seed+uint64(i), size) != nil {
-				fails.Add(1)
+			start := time.Now()
+			err := exchange(c, seed+uint64(i), size)
+			d := time.Since(start)
+			mu.Lock()
+			defer mu.Unlock()
+			res.slowest = max(res.slowest, d)
+			if err != nil {
+				res.failed++
+				if len(res.firstErrs) < 5 {
+					res.firstErrs = append(res.firstErrs, fmt.Errorf("connection %d: %w", i, err))
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	return int(failed + fails.Load()), time.Since(t)
+	return res
 }
 
 func dialExchange(addr string, seed uint64, size int64) error {

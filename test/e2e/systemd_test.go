@@ -17,10 +17,10 @@ func TestSystemdUnits(t *testing.T) {
 	ctx := testContext(t, time.Minute)
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd-analyze not found; CI installs the systemd package")
+		if os.Getenv("CI") != "true" {
+			t.Skip("systemd-analyze not found: install the systemd package to check the units")
 		}
-		t.Skip("systemd-analyze not found: install the systemd package to check the units")
+		t.Fatal("systemd-analyze not found; CI installs the systemd package")
 	}
 	units, err := filepath.Glob(filepath.Join("..", "..", "configs", "*.service"))
 	if err != nil || len(units) < 2 {

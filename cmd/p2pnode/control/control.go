@@ -93,7 +93,7 @@ type Server struct {
 
 	// persistent forwards (forward --persist), by listen address; they
 	// stop on Close or with forward --close.
-	persist   map[string]persistent
+	persist   map[string]*persistent
 	persistWG sync.WaitGroup
 
 	mu       sync.Mutex

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pnode/p2pnode/node"
@@ -338,5 +339,82 @@ func TestSocketPathTooLong(t *testing.T) {
 	home := filepath.Join(t.TempDir(), strings.Repeat("d", 120))
 	if _, err := Listen(home, quiet); err == nil || !strings.Contains(err.Error(), "shorter --home") {
 		t.Errorf("Listen with a long home: %v, want an error", err)
+	}
+}
+
+// forwardingBackend is a fakeBackend that also forwards: ForwardListen
+// "listens" on listen until ctx ends, then takes drain to stop, as a forward
+// letting its open connections finish does.
+type forwardingBackend struct {
+	fakeBackend
+	peer    peer.ID
+	drain   time.Duration
+	stopped chan string
+}
+
+func (f *forwardingBackend) ForwardListen(ctx context.Context, target, listen string, ready func(string, peer.ID)) error {
+	ready(listen, f.peer)
+	<-ctx.Done()
+	time.Sleep(f.drain)
+	f.stopped <- listen
+	return nil
+}
+
+func (f *forwardingBackend) ForwardUDP(context.Context, string, string, func(string, peer.ID)) error {
+	return errors.New("not in this test")
+}
+
+func (f *forwardingBackend) ForwardStream(context.Context, string) (network.Stream, error) {
+	return nil, errors.New("not in this test")
+}
+
+// TestPersistentForwardsInStatus: status lists what forward --persist
+// started, and no longer lists it once --close returns, even while the
+// forward is still letting its connections finish; closing it again is an
+// error that lists what is open.
+func TestPersistentForwardsInStatus(t *testing.T) {
+	home := t.TempDir()
+	b := &forwardingBackend{peer: newPeerID(t), drain: 300 * time.Millisecond, stopped: make(chan string, 2)}
+	b.status.PeerID = newPeerID(t)
+	serve(t, home, b)
+	c := dial(t, home)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	for _, listen := range []string{"127.0.0.1:7001", "127.0.0.1:7002"} {
+		if _, _, err := c.ForwardPersist(ctx, b.peer.String()+":ssh", listen); err != nil {
+			t.Fatalf("ForwardPersist %s: %v", listen, err)
+		}
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.PersistentForwards) != 2 || st.PersistentForwards[0].Listen != "127.0.0.1:7001" ||
+		st.PersistentForwards[1].Listen != "127.0.0.1:7002" || st.PersistentForwards[0].Peer != b.peer ||
+		st.PersistentForwards[0].Target != b.peer.String()+":ssh" {
+		t.Fatalf("status lists %+v, want the two forwards, oldest first", st.PersistentForwards)
+	}
+
+	if err := c.CloseForward(ctx, "127.0.0.1:7001"); err != nil {
+		t.Fatalf("CloseForward: %v", err)
+	}
+	if st, _ = c.Status(ctx); len(st.PersistentForwards) != 1 || st.PersistentForwards[0].Listen != "127.0.0.1:7002" {
+		t.Errorf("right after --close, status lists %+v, want only 127.0.0.1:7002", st.PersistentForwards)
+	}
+	err = c.CloseForward(ctx, "127.0.0.1:7001")
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:7002") {
+		t.Errorf("closing it again: %v, want an error listing 127.0.0.1:7002", err)
+	}
+	select {
+	case got := <-b.stopped:
+		if got != "127.0.0.1:7001" {
+			t.Errorf("stopped %s, want 127.0.0.1:7001", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("the closed forward never stopped")
+	}
+	if st, _ = c.Status(ctx); len(st.PersistentForwards) != 1 {
+		t.Errorf("after the closed forward stopped, status lists %+v, want only 127.0.0.1:7002", st.PersistentForwards)
 	}
 }

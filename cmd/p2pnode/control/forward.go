@@ -149,22 +149,26 @@ func (s *Server) forwardPersistent(w http.ResponseWriter, target, listen string,
 	go func() {
 		defer s.persistWG.Done()
 		defer cancel()
-		var addr string
+		var me *persistent
 		err := f.ForwardListen(ctx, target, listen, func(a string, p peer.ID) {
-			addr = a
+			me = &persistent{PersistentForward{Listen: a, Target: target, Peer: p, Started: time.Now()}, cancel}
 			s.mu.Lock()
 			if s.persist == nil {
-				s.persist = make(map[string]persistent)
+				s.persist = make(map[string]*persistent)
 			}
-			s.persist[a] = persistent{PersistentForward{Listen: a, Target: target, Peer: p, Started: time.Now()}, cancel}
+			s.persist[a] = me
 			s.mu.Unlock()
 			ready <- forwardReady{Addr: a, Peer: p}
 		})
-		if addr != "" {
+		if me != nil {
+			// closeForward may have removed it already, and a new
+			// forward may hold the address by now.
 			s.mu.Lock()
-			delete(s.persist, addr)
+			if s.persist[me.Listen] == me {
+				delete(s.persist, me.Listen)
+			}
 			s.mu.Unlock()
-			s.log.Info("persistent forward stopped", "listen", addr, "target", target)
+			s.log.Info("persistent forward stopped", "listen", me.Listen, "target", target)
 		}
 		errc <- err
 	}()
@@ -178,11 +182,13 @@ func (s *Server) forwardPersistent(w http.ResponseWriter, target, listen string,
 }
 
 // closeForward serves DELETE /v1/forward?listen=ADDR: it stops that
-// persistent forward.
+// persistent forward. It is gone from status at once; its open connections
+// still get the shutdown grace period.
 func (s *Server) closeForward(w http.ResponseWriter, r *http.Request) {
 	addr := r.URL.Query().Get("listen")
 	s.mu.Lock()
 	pf, ok := s.persist[addr]
+	delete(s.persist, addr)
 	var open []string
 	for a := range s.persist {
 		open = append(open, a)
