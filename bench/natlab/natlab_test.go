@@ -14,11 +14,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"text/tabwriter"
 	"time"
 
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 	"github.com/p2pnode/p2pnode/internal/netlab"
 )
 
@@ -210,13 +210,13 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 	listen := listenAddrs[c.transport]
 	boot := ps.start(t, bootHost, "bootstrap", "--home", bootHome, "bootstrap", "--listen", listen, "--nat-port-map=false")
 	prefix, suffix := "/ip4/"+bootHost.IP.String()+"/", "/p2p/"+bootID
-	bootLine, err := boot.waitLine(ctx, boot.stdout, "multiaddr on "+bootHost.IP.String(), func(l string) bool {
+	bootLine, err := boot.Await(ctx, boot.Stdout, "multiaddr on "+bootHost.IP.String(), func(l string) bool {
 		return strings.HasPrefix(l, prefix) && strings.HasSuffix(l, suffix)
 	})
 	if err != nil {
 		return fail(err)
 	}
-	bootAddr := bootLine.text
+	bootAddr := bootLine.Text
 
 	serve := ps.start(t, srvHost, "serve", "--home", srvHome, "serve", "--listen", listen, "--bootstrap", bootAddr,
 		"--nat-port-map=false", "--expose", "banner="+targetAddr, "--allow", cliID)
@@ -228,30 +228,30 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 	target := srvID + ":banner"
 	fwd := ps.start(t, cliHost, "forward", "--home", cliHome, "forward", target, "--bootstrap", bootAddr,
 		"--p2p-listen", strings.Replace(listen, "4001", "0", 1), "--nat-port-map=false", "--listen", "127.0.0.1:0")
-	fwdLine, err := fwd.waitLine(ctx, fwd.stdout, `"forwarding 127.0.0.1:PORT -> `+target+`"`, func(l string) bool {
+	fwdLine, err := fwd.Await(ctx, fwd.Stdout, `"forwarding 127.0.0.1:PORT -> `+target+`"`, func(l string) bool {
 		m := forwardingLine.FindStringSubmatch(l)
 		return m != nil && m[2] == target
 	})
 	if err != nil {
 		return fail(err)
 	}
-	local := forwardingLine.FindStringSubmatch(fwdLine.text)[1]
+	local := forwardingLine.FindStringSubmatch(fwdLine.Text)[1]
 	firstByteAt, bannerErr := readBanner(ctx, cliHost, local)
 	if bannerErr == nil {
-		res.firstByte, res.firstByteOK = firstByteAt.Sub(fwd.started), true
+		res.firstByte, res.firstByteOK = firstByteAt.Sub(fwd.Started), true
 	}
 
 	// "connected" is logged before the forwarding line, and the hole punch
 	// line before "connected": both are there (modulo pipe delivery).
-	conn, err := fwd.waitLine(ctx, fwd.stderr, `msg=connected`, logMsg("connected"))
+	conn, err := fwd.Await(ctx, fwd.Stderr, `msg=connected`, logMsg("connected"))
 	if err != nil {
 		return fail(err)
 	}
-	res.path = logField(conn.text, "path")
-	if punch, _, _, _ := fwd.stderr.find(0, logMsg("direct connection by hole punching")); punch != nil {
-		took, err := time.ParseDuration(logField(punch.text, "took"))
+	res.path = logField(conn.Text, "path")
+	if punch, _, found := fwd.Stderr.Find(0, logMsg("direct connection by hole punching")); found {
+		took, err := time.ParseDuration(logField(punch.Text, "took"))
 		if err != nil {
-			return fail(fmt.Errorf("forward's hole punching line has no took=DURATION: %q", punch.text))
+			return fail(fmt.Errorf("forward's hole punching line has no took=DURATION: %q", punch.Text))
 		}
 		res.punch, res.punched = took, true
 	}
@@ -266,23 +266,23 @@ var forwardingLine = regexp.MustCompile(`^forwarding (127\.0\.0\.1:[0-9]+) -> (\
 // reachableAfter waits until serve is reachable by peer ID and returns how
 // long after its start that was: behind a router, when it logged its relay
 // reservation (slog's time=); on the public segment, when it printed ready.
-func reachableAfter(ctx context.Context, serve *proc, h *netlab.Host) (time.Duration, error) {
+func reachableAfter(ctx context.Context, serve *e2etest.Proc, h *netlab.Host) (time.Duration, error) {
 	if h.Site == nil || h.Site.PublicIP() == nil {
-		ready, err := serve.waitLine(ctx, serve.stdout, `"ready: ..."`, func(l string) bool { return strings.HasPrefix(l, "ready:") })
+		ready, err := serve.Await(ctx, serve.Stdout, `"ready: ..."`, func(l string) bool { return strings.HasPrefix(l, "ready:") })
 		if err != nil {
 			return 0, err
 		}
-		return ready.at.Sub(serve.started), nil
+		return ready.At.Sub(serve.Started), nil
 	}
-	line, err := serve.waitLine(ctx, serve.stderr, `msg="relay reservation made"`, logMsg("relay reservation made"))
+	line, err := serve.Await(ctx, serve.Stderr, `msg="relay reservation made"`, logMsg("relay reservation made"))
 	if err != nil {
 		return 0, err
 	}
-	at, err := time.Parse(time.RFC3339Nano, logField(line.text, "time"))
+	at, err := time.Parse(time.RFC3339Nano, logField(line.Text, "time"))
 	if err != nil {
-		return 0, fmt.Errorf("serve's reservation line has no time=RFC3339: %q", line.text)
+		return 0, fmt.Errorf("serve's reservation line has no time=RFC3339: %q", line.Text)
 	}
-	return at.Sub(serve.started), nil
+	return at.Sub(serve.Started), nil
 }
 
 // readBanner connects to the forward at addr from lab host h,
@@ -327,49 +327,12 @@ func readBanner(ctx context.Context, h *netlab.Host, addr string) (time.Time, er
 // returns the address; the listener and its connections close when t ends.
 func startBannerTarget(t *testing.T, h *netlab.Host) string {
 	t.Helper()
-	var l net.Listener
-	if err := h.Do(func() (err error) {
-		l, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	}); err != nil {
-		t.Fatalf("target listener in %s: %v", h.NS, err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if _, err := io.WriteString(c, banner); err == nil {
-					_, _ = io.Copy(c, c)
-				}
-				_ = c.Close()
-			}()
+	tg := e2etest.Serve(t, e2etest.ListenIn(t, h), func(c *net.TCPConn) {
+		if _, err := io.WriteString(c, banner); err == nil {
+			_, _ = io.Copy(c, c)
 		}
-	}()
-	t.Cleanup(func() {
-		_ = l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	return l.Addr().String()
+	return tg.Addr
 }
 
 // summary is one line about a try, for progress and logs.

@@ -10,7 +10,6 @@ package sshtest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,10 +20,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 )
 
 // startTimeout bounds how long Start waits for sshd to accept connections.
@@ -40,7 +40,7 @@ type Server struct {
 	UserKey string // private key file accepted by this sshd
 	Dir     string // the temporary directory holding keys, config and pid file
 
-	log *syncBuffer // sshd's stderr (-e), shown when the test fails
+	log *e2etest.Lines // sshd's stderr (-e), shown when the test fails
 }
 
 // Start starts sshd for t and stops it (and every session it forked) when t
@@ -71,7 +71,7 @@ func Start(t testing.TB) *Server {
 		User:    currentUser(t),
 		UserKey: userKey,
 		Dir:     dir,
-		log:     &syncBuffer{},
+		log:     &e2etest.Lines{},
 	}
 
 	// The free port is found by binding port 0 and closing the socket, so
@@ -293,23 +293,4 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of exec's
-// copying goroutines and reads by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

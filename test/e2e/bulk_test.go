@@ -64,8 +64,8 @@ func TestBulkBothWays(t *testing.T) {
 	// a peer ID.
 	fwdBulk := spawnForward(t, ctx, client1, boot, server.id+":bulk")
 	fwdHalf := spawnForward(t, ctx, client2, boot, server.id+":halfclose")
-	bulkAddr := fwdBulk.waitForwarding(t, server.id+":bulk")
-	halfAddr := fwdHalf.waitForwarding(t, server.id+":halfclose")
+	bulkAddr := waitForwarding(t, fwdBulk, server.id+":bulk")
+	halfAddr := waitForwarding(t, fwdHalf, server.id+":halfclose")
 
 	t.Run(fmt.Sprintf("%d MiB each way", bulkSize>>20), func(t *testing.T) {
 		c := dial(t, bulkAddr, 4*time.Minute)

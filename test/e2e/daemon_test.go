@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 )
 
 // TestForwardThroughDaemon: with serve running in a home, forward in the
@@ -38,8 +40,8 @@ func TestForwardThroughDaemon(t *testing.T) {
 	startServe(t, ctx, client, boot) // the daemon of the forwarding peer's home
 
 	fwd := start(t, ctx, "forward through daemon", "--home", client.home, "forward", server.id+":echo", "--listen", tcpListen)
-	addr := fwd.waitForwarding(t, server.id+":echo")
-	fwd.waitStderr(t, 10*time.Second, "forwarding through the p2pnode daemon")
+	addr := waitForwarding(t, fwd, server.id+":echo")
+	fwd.WaitStderr(t, 10*time.Second, "forwarding through the p2pnode daemon")
 	c := dial(t, addr, time.Minute)
 	sent, received, err := exchange(c, pseudoRandom("daemon", 1<<20))
 	c.Close()
@@ -49,7 +51,7 @@ func TestForwardThroughDaemon(t *testing.T) {
 
 	// --stdio, as ssh's ProxyCommand runs it.
 	cmd := exec.CommandContext(ctx, bin, "--home", client.home, "forward", "--stdio", server.id+":echo")
-	cmd.Env = childEnv()
+	cmd.Env = e2etest.ChildEnv()
 	cmd.Stdin = strings.NewReader("through the daemon's stdio\n")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -98,7 +100,7 @@ func TestForwardThroughDaemon(t *testing.T) {
 
 	// --udp through the daemon.
 	ufwd := start(t, ctx, "forward --udp through daemon", "--home", client.home, "forward", "--udp", server.id+":uecho", "--listen", tcpListen)
-	uline := ufwd.waitLine(t, lookupWait, `"forwarding udp ..."`, func(l string) bool { return strings.HasPrefix(l, "forwarding udp ") })
+	uline := ufwd.WaitLine(t, lookupWait, `"forwarding udp ..."`, func(l string) bool { return strings.HasPrefix(l, "forwarding udp ") })
 	uc, err := net.Dial("udp", strings.Fields(uline)[2])
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +116,7 @@ func TestForwardThroughDaemon(t *testing.T) {
 	}
 
 	// find goes through the daemon too.
-	srv.waitStderr(t, 30*time.Second, "advertised name on the DHT")
+	srv.WaitStderr(t, 30*time.Second, "advertised name on the DHT")
 	res = run(t, ctx, "--home", client.home, "find", "daemon-test")
 	if res.code != 0 || !strings.Contains(res.stdout, server.id) || !strings.Contains(res.stdout, "echo") ||
 		!strings.Contains(res.stderr, "through the p2pnode daemon") {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 	"github.com/p2pnode/p2pnode/internal/netlab"
 )
 
@@ -31,7 +32,7 @@ type labNet struct {
 	lab       *netlab.Lab
 	boot      *netlab.Host
 	bootAddr  string // full /p2p multiaddr on the public segment
-	bootProc  *proc
+	bootProc  *e2etest.Proc
 	bootNode  node
 	transport string
 }
@@ -47,7 +48,7 @@ func newLabNet(t *testing.T, ctx context.Context, transport string, extra ...str
 	p := startIn(t, ctx, ln.boot.NS, "bootstrap", args...)
 	ln.bootProc, ln.bootNode = p, n
 	prefix := "/ip4/" + ln.boot.IP.String() + "/"
-	ln.bootAddr = p.waitLine(t, 30*time.Second, "a multiaddr on "+ln.boot.IP.String(), func(line string) bool {
+	ln.bootAddr = p.WaitLine(t, 30*time.Second, "a multiaddr on "+ln.boot.IP.String(), func(line string) bool {
 		return strings.HasPrefix(line, prefix) && strings.HasSuffix(line, "/p2p/"+n.id)
 	})
 	return ln
@@ -56,39 +57,34 @@ func newLabNet(t *testing.T, ctx context.Context, transport string, extra ...str
 // serveIn starts `p2pnode serve` on h exposing an echo target (which runs
 // inside h's namespace) as service "echo" to allow, and waits until it holds
 // a relay reservation: from then on it is reachable by peer ID.
-func (ln *labNet) serveIn(t *testing.T, ctx context.Context, h *netlab.Host, allow string) (node, *proc) {
+func (ln *labNet) serveIn(t *testing.T, ctx context.Context, h *netlab.Host, allow string) (node, *e2etest.Proc) {
 	t.Helper()
 	return ln.serveAs(t, ctx, h, newNode(t, ctx), allow)
 }
 
 // serveAs is serveIn for an initialised home.
-func (ln *labNet) serveAs(t *testing.T, ctx context.Context, h *netlab.Host, n node, allow string, extra ...string) (node, *proc) {
+func (ln *labNet) serveAs(t *testing.T, ctx context.Context, h *netlab.Host, n node, allow string, extra ...string) (node, *e2etest.Proc) {
 	t.Helper()
-	var l net.Listener
-	netnsDo(t, h, func() (err error) {
-		l, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	})
-	tg := startTargetOn(t, l, func(c *net.TCPConn) { _, _ = io.Copy(c, c); _ = c.CloseWrite() })
+	tg := e2etest.Serve(t, e2etest.ListenIn(t, h), func(c *net.TCPConn) { _, _ = io.Copy(c, c); _ = c.CloseWrite() })
 	args := append([]string{"--home", n.home, "serve", "--listen", labListen[ln.transport],
 		"--bootstrap", ln.bootAddr, noPortMap, "--expose", "echo=" + tg.Addr, "--allow", allow}, extra...)
 	p := startIn(t, ctx, h.NS, "serve", args...)
-	p.waitLine(t, lookupWait, `"ready: ..."`, func(line string) bool { return strings.HasPrefix(line, "ready:") })
+	p.WaitLine(t, lookupWait, `"ready: ..."`, func(line string) bool { return strings.HasPrefix(line, "ready:") })
 	if h.Site != nil && h.Site.PublicIP() != nil {
-		p.waitStderr(t, 30*time.Second, "relay reservation made")
+		p.WaitStderr(t, 30*time.Second, "relay reservation made")
 	}
 	return n, p
 }
 
 // forwardIn starts `p2pnode forward PEER:echo` on h and returns the local
 // address it listens on (inside h's namespace).
-func (ln *labNet) forwardIn(t *testing.T, ctx context.Context, h *netlab.Host, n node, peerID string) (*proc, string) {
+func (ln *labNet) forwardIn(t *testing.T, ctx context.Context, h *netlab.Host, n node, peerID string) (*e2etest.Proc, string) {
 	t.Helper()
 	listen := strings.Replace(labListen[ln.transport], "4001", "0", 1)
 	target := peerID + ":echo"
 	p := startIn(t, ctx, h.NS, "forward "+target, "--home", n.home, "forward", target,
 		"--bootstrap", ln.bootAddr, "--p2p-listen", listen, noPortMap, "--listen", tcpListen)
-	return p, p.waitForwarding(t, target)
+	return p, waitForwarding(t, p, target)
 }
 
 // relayBytes is how many bytes the bootstrap/relay host has received and
@@ -136,7 +132,7 @@ func (ln *labNet) echoThrough(t *testing.T, ctx context.Context, h *netlab.Host,
 func dialIn(t *testing.T, h *netlab.Host, addr string) *net.TCPConn {
 	t.Helper()
 	var conn *net.TCPConn
-	netnsDo(t, h, func() error {
+	e2etest.NetnsDo(t, h, func() error {
 		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 		if err == nil {
 			conn = c.(*net.TCPConn)
@@ -166,15 +162,6 @@ func (st statusJSON) pathTo(peer string) string {
 		path = c.Path
 	}
 	return path
-}
-
-// netnsDo runs f inside h's network namespace (netlab.Host.Do), failing t
-// on error.
-func netnsDo(t testing.TB, h *netlab.Host, f func() error) {
-	t.Helper()
-	if err := h.Do(f); err != nil {
-		t.Fatalf("in %s: %v", h, err)
-	}
 }
 
 // TestNATTraversal: a serve behind a NAT, found by peer ID through the
@@ -208,8 +195,8 @@ func TestNATTraversal(t *testing.T) {
 			if moved := ln.echoThrough(t, ctx, cliHost, addr, size); moved > 2<<20 {
 				t.Errorf("the relay host moved %d bytes during a %d-byte echo: the data was relayed, not direct", moved, size)
 			}
-			if !strings.Contains(fwd.stderr.String(), "path=direct") {
-				t.Errorf("forward did not report a direct path; its log:\n%s", fwd.stderr.String())
+			if !strings.Contains(fwd.Stderr.String(), "path=direct") {
+				t.Errorf("forward did not report a direct path; its log:\n%s", fwd.Stderr.String())
 			}
 		})
 	}
@@ -233,7 +220,7 @@ func TestRelayFallback(t *testing.T) {
 			cliHost := ln.lab.AddSite("c", netlab.NATSymmetric).AddHost("cli")
 			ln.serveAs(t, ctx, srvHost, server, client.id)
 			fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
-			fwd.waitStderr(t, 10*time.Second, "path=relayed")
+			fwd.WaitStderr(t, 10*time.Second, "path=relayed")
 			if !authorized {
 				conn := dialIn(t, cliHost, addr)
 				defer conn.Close()
@@ -241,7 +228,7 @@ func TestRelayFallback(t *testing.T) {
 				if _, _, err := exchange(conn, pseudoRandom("limited", 1<<20)); err == nil {
 					t.Fatal("1 MiB went through a relay that limits circuits to 128 KiB")
 				}
-				fwd.waitStderr(t, 10*time.Second, "relay limits each relayed connection")
+				fwd.WaitStderr(t, 10*time.Second, "relay limits each relayed connection")
 				return
 			}
 			const size = 16 << 20
@@ -266,7 +253,7 @@ func TestRelayDiesAfterDirect(t *testing.T) {
 	client := newNode(t, ctx)
 	server, _ := ln.serveIn(t, ctx, srvHost, client.id)
 	fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
-	fwd.waitStderr(t, 10*time.Second, "path=direct")
+	fwd.WaitStderr(t, 10*time.Second, "path=direct")
 	if got := statusPath(t, ctx, server, client.id); got != "direct" {
 		t.Errorf("serve's status says the path to the forwarding peer is %q, want direct", got)
 	}
@@ -285,7 +272,7 @@ func TestRelayDiesAfterDirect(t *testing.T) {
 		}
 	}
 	ping("before the relay stops")
-	ln.bootProc.stop(t)
+	stop(t, ln.bootProc)
 	ping("after the relay stopped")
 	ln.echoThrough(t, ctx, cliHost, addr, 1<<20)
 }
@@ -330,7 +317,7 @@ func TestNamedServices(t *testing.T) {
 	servers := map[string]bool{}
 	for _, h := range hosts {
 		server, p := ln.serveAs(t, ctx, h, newNode(t, ctx), client.id, "--advertise", "movie-night")
-		p.waitStderr(t, 30*time.Second, "advertised name on the DHT")
+		p.WaitStderr(t, 30*time.Second, "advertised name on the DHT")
 		servers[server.id] = true
 	}
 
@@ -364,14 +351,14 @@ func TestNamedServices(t *testing.T) {
 
 	fwd := startIn(t, ctx, cliHost.NS, "forward movie-night/echo",
 		append([]string{"--home", client.home, "forward", "movie-night/echo", "--listen", tcpListen}, common...)...)
-	line := fwd.waitLine(t, lookupWait, "a forwarding line", func(l string) bool { return forwardingLine.MatchString(l) })
+	line := fwd.WaitLine(t, lookupWait, "a forwarding line", func(l string) bool { return forwardingLine.MatchString(l) })
 	addr := forwardingLine.FindStringSubmatch(line)[1]
-	chosen := fwd.waitLine(t, 10*time.Second, `"name movie-night: peer ..."`, func(l string) bool { return strings.HasPrefix(l, "name movie-night: peer ") })
+	chosen := fwd.WaitLine(t, 10*time.Second, `"name movie-night: peer ..."`, func(l string) bool { return strings.HasPrefix(l, "name movie-night: peer ") })
 	if id := strings.TrimPrefix(chosen, "name movie-night: peer "); !servers[id] {
 		t.Errorf("forward chose %q, not one of the advertising peers", id)
 	}
 	ln.echoThrough(t, ctx, cliHost, addr, 1<<20)
-	fwd.stop(t)
+	stop(t, fwd)
 
 	// A name pinned in config.toml goes to the pinned peer only.
 	var pinned string
@@ -391,8 +378,8 @@ func TestNamedServices(t *testing.T) {
 	}
 	fwd2 := startIn(t, ctx, cliHost.NS, "forward movie-night/echo (pinned)",
 		append([]string{"--home", client.home, "forward", "movie-night/echo", "--listen", tcpListen}, common...)...)
-	fwd2.waitLine(t, lookupWait, "a forwarding line", func(l string) bool { return forwardingLine.MatchString(l) })
-	fwd2.waitLine(t, 10*time.Second, "the pinned peer", func(l string) bool { return l == "name movie-night: peer "+pinned })
+	fwd2.WaitLine(t, lookupWait, "a forwarding line", func(l string) bool { return forwardingLine.MatchString(l) })
+	fwd2.WaitLine(t, 10*time.Second, "the pinned peer", func(l string) bool { return l == "name movie-night: peer "+pinned })
 }
 
 // TestUDPAcrossNATs: 10,000 datagrams of mixed sizes through a UDP forward
@@ -405,7 +392,7 @@ func TestUDPAcrossNATs(t *testing.T) {
 	cliHost := ln.lab.AddSite("c", netlab.NATPortRestricted).AddHost("cli")
 
 	var echo net.PacketConn
-	netnsDo(t, srvHost, func() (err error) {
+	e2etest.NetnsDo(t, srvHost, func() (err error) {
 		echo, err = net.ListenPacket("udp", "127.0.0.1:0")
 		return err
 	})
@@ -426,11 +413,11 @@ func TestUDPAcrossNATs(t *testing.T) {
 	listen := strings.Replace(labListen[ln.transport], "4001", "0", 1)
 	fwd := startIn(t, ctx, cliHost.NS, "forward --udp", "--home", client.home, "forward", "--udp", server.id+":uecho",
 		"--bootstrap", ln.bootAddr, "--p2p-listen", listen, noPortMap, "--listen", tcpListen)
-	line := fwd.waitLine(t, lookupWait, `"forwarding udp ..."`, func(l string) bool { return strings.HasPrefix(l, "forwarding udp ") })
+	line := fwd.WaitLine(t, lookupWait, `"forwarding udp ..."`, func(l string) bool { return strings.HasPrefix(l, "forwarding udp ") })
 	addr := strings.Fields(line)[2]
 
 	var conn *net.UDPConn
-	netnsDo(t, cliHost, func() error {
+	e2etest.NetnsDo(t, cliHost, func() error {
 		raddr, err := net.ResolveUDPAddr("udp", addr)
 		if err == nil {
 			conn, err = net.DialUDP("udp", nil, raddr)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 )
 
 var metricsURL = regexp.MustCompile(`url=(http://127\.0\.0\.1:[0-9]+/metrics)`)
@@ -65,12 +67,12 @@ func TestMetrics(t *testing.T) {
 }
 
 // scrapeURL waits for the process to log where it serves metrics.
-func scrapeURL(t *testing.T, p *proc) string {
+func scrapeURL(t *testing.T, p *e2etest.Proc) string {
 	t.Helper()
-	p.waitStderr(t, 10*time.Second, "serving metrics")
-	m := metricsURL.FindStringSubmatch(p.stderr.String())
+	p.WaitStderr(t, 10*time.Second, "serving metrics")
+	m := metricsURL.FindStringSubmatch(p.Stderr.String())
 	if m == nil {
-		t.Fatalf("%s: no metrics URL in its log", p.name)
+		t.Fatalf("%s: no metrics URL in its log", p.Name)
 	}
 	return m[1]
 }

@@ -9,79 +9,22 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 )
 
-// target is a TCP server on an ephemeral loopback port, standing for a local
-// service that a node exposes (or must never reach). It counts the
-// connections it accepts and runs handle for each.
-type target struct {
-	Addr    string
-	Port    int
-	accepts atomic.Int64
-}
-
-// startTarget listens on 127.0.0.1:0 and calls handle for every connection
-// in its own goroutine; handle need not close the connection. When t ends it
-// stops listening, closes open connections and waits for the handlers.
-func startTarget(t testing.TB, handle func(c *net.TCPConn)) *target {
+// startTarget listens on 127.0.0.1:0 and serves each connection with handle
+// (see e2etest.Serve) until t ends.
+func startTarget(t testing.TB, handle func(c *net.TCPConn)) *e2etest.Target {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startTargetOn(t, l, handle)
+	return e2etest.Serve(t, l, handle)
 }
-
-// startTargetOn is startTarget on a listener the caller made (in a network
-// namespace, say).
-func startTargetOn(t testing.TB, l net.Listener, handle func(c *net.TCPConn)) *target {
-	t.Helper()
-	tg := &target{Addr: l.Addr().String(), Port: l.Addr().(*net.TCPAddr).Port}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			tg.accepts.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				if handle != nil {
-					handle(c.(*net.TCPConn))
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return tg
-}
-
-// Accepts is how many connections the target has accepted.
-func (tg *target) Accepts() int64 { return tg.accepts.Load() }
 
 // closedPortAddr returns a loopback address where nothing listens.
 func closedPortAddr(t testing.TB) string {

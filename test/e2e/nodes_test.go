@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 )
 
 // Flags that keep a node on loopback and off the user's router.
@@ -64,23 +66,23 @@ func startBootstrapNode(t testing.TB, ctx context.Context) (node, string) {
 	t.Helper()
 	n := newNode(t, ctx)
 	p := start(t, ctx, "bootstrap", "--home", n.home, "bootstrap", "--listen", p2pListen, noPortMap)
-	return n, p.waitLine(t, 30*time.Second, "a /ip4/127.0.0.1/tcp/PORT/p2p/"+n.id+" multiaddr", func(line string) bool {
+	return n, p.WaitLine(t, 30*time.Second, "a /ip4/127.0.0.1/tcp/PORT/p2p/"+n.id+" multiaddr", func(line string) bool {
 		return strings.HasPrefix(line, "/ip4/127.0.0.1/tcp/") && strings.HasSuffix(line, "/p2p/"+n.id)
 	})
 }
 
 // startServe runs `p2pnode serve` for n with bootstrap peer boot and extra
 // flags (--expose, --allow, --public), and waits until it says it is ready.
-func startServe(t testing.TB, ctx context.Context, n node, boot string, extra ...string) *proc {
+func startServe(t testing.TB, ctx context.Context, n node, boot string, extra ...string) *e2etest.Proc {
 	t.Helper()
 	args := append([]string{"--home", n.home, "serve", "--listen", p2pListen, "--bootstrap", boot, noPortMap}, extra...)
 	p := start(t, ctx, "serve", args...)
-	line := p.waitLine(t, 30*time.Second, `"peer ID: ..."`, func(line string) bool { return strings.HasPrefix(line, "peer ID: ") })
+	line := p.WaitLine(t, 30*time.Second, `"peer ID: ..."`, func(line string) bool { return strings.HasPrefix(line, "peer ID: ") })
 	if got := strings.TrimSpace(strings.TrimPrefix(line, "peer ID: ")); got != n.id {
 		t.Fatalf("serve printed %q, want peer ID %s (from init)", line, n.id)
 	}
 	var before []string // the lines between "peer ID:" and "ready:"
-	p.waitLine(t, lookupWait, `"ready: ..."`, func(line string) bool {
+	p.WaitLine(t, lookupWait, `"ready: ..."`, func(line string) bool {
 		before = append(before, line)
 		return strings.HasPrefix(line, "ready:")
 	})
@@ -101,7 +103,7 @@ func startServe(t testing.TB, ctx context.Context, n node, boot string, extra ..
 // spawnForward starts `p2pnode forward TARGET` for n, listening for TCP on
 // an ephemeral loopback port, and returns at once; waitForwarding waits for
 // it to have found the peer.
-func spawnForward(t testing.TB, ctx context.Context, n node, boot, target string, extra ...string) *proc {
+func spawnForward(t testing.TB, ctx context.Context, n node, boot, target string, extra ...string) *e2etest.Proc {
 	t.Helper()
 	args := append([]string{"--home", n.home, "forward", target,
 		"--bootstrap", boot, "--p2p-listen", p2pListen, noPortMap, "--listen", tcpListen}, extra...)
@@ -112,9 +114,9 @@ var forwardingLine = regexp.MustCompile(`^forwarding (127\.0\.0\.1:[0-9]+) -> (\
 
 // waitForwarding waits for a forward's "forwarding 127.0.0.1:PORT ->
 // PEERID:SERVICE" line and returns the local address.
-func (p *proc) waitForwarding(t testing.TB, target string) string {
+func waitForwarding(t testing.TB, p *e2etest.Proc, target string) string {
 	t.Helper()
-	line := p.waitLine(t, lookupWait, `"forwarding 127.0.0.1:PORT -> `+target+`"`, func(line string) bool {
+	line := p.WaitLine(t, lookupWait, `"forwarding 127.0.0.1:PORT -> `+target+`"`, func(line string) bool {
 		m := forwardingLine.FindStringSubmatch(line)
 		return m != nil && m[2] == target
 	})
@@ -122,10 +124,10 @@ func (p *proc) waitForwarding(t testing.TB, target string) string {
 }
 
 // startForward is spawnForward and waitForwarding.
-func startForward(t testing.TB, ctx context.Context, n node, boot, target string, extra ...string) (*proc, string) {
+func startForward(t testing.TB, ctx context.Context, n node, boot, target string, extra ...string) (*e2etest.Proc, string) {
 	t.Helper()
 	p := spawnForward(t, ctx, n, boot, target, extra...)
-	return p, p.waitForwarding(t, target)
+	return p, waitForwarding(t, p, target)
 }
 
 // forwardStdioArgs are the arguments of `p2pnode forward --stdio TARGET` for n.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 )
 
 // TestRefusals checks that a serving node refuses what it must — a peer not
@@ -44,15 +46,15 @@ func TestRefusals(t *testing.T) {
 		{"nothing listening at the target", friends[2], "dead", "target unreachable"},
 	}
 	// Start every forward first, so that they find the server concurrently.
-	fwds := make([]*proc, len(cases))
+	fwds := make([]*e2etest.Proc, len(cases))
 	for i, c := range cases {
 		fwds[i] = spawnForward(t, ctx, c.from, boot, server.id+":"+c.service)
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			addr := fwds[i].waitForwarding(t, server.id+":"+c.service)
+			addr := waitForwarding(t, fwds[i], server.id+":"+c.service)
 			expectClosed(t, addr, 30*time.Second)
-			fwds[i].waitStderr(t, 30*time.Second, c.want)
+			fwds[i].WaitStderr(t, 30*time.Second, c.want)
 		})
 	}
 

@@ -38,7 +38,7 @@ func TestServeRestart(t *testing.T) {
 		t.Fatalf("before the restart: %v", err)
 	}
 
-	srv.stop(t)
+	stop(t, srv)
 	start := time.Now()
 	if err := echoOnce("while down"); err == nil {
 		t.Fatal("a connection went through while the serving node was down")
@@ -46,13 +46,13 @@ func TestServeRestart(t *testing.T) {
 	if took := time.Since(start); took > 20*time.Second {
 		t.Errorf("the connection tried while the serving node was down took %v to fail", took)
 	}
-	fwd.waitStderr(t, 10*time.Second, "connection not forwarded")
-	if !strings.Contains(fwd.stderr.String(), server.id) {
-		t.Errorf("forward's log does not name the unreachable peer %s:\n%s", server.id, fwd.stderr.String())
+	fwd.WaitStderr(t, 10*time.Second, "connection not forwarded")
+	if !strings.Contains(fwd.Stderr.String(), server.id) {
+		t.Errorf("forward's log does not name the unreachable peer %s:\n%s", server.id, fwd.Stderr.String())
 	}
 
 	startServe(t, ctx, server, boot, args...)
 	if err := echoOnce("after the restart"); err != nil {
-		t.Fatalf("after the restart, through the same forward: %v\n--- forward's log:\n%s", err, fwd.stderr.String())
+		t.Fatalf("after the restart, through the same forward: %v\n--- forward's log:\n%s", err, fwd.Stderr.String())
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 )
 
 // TestGracefulShutdown: on SIGINT, serve and forward stop taking new
@@ -20,7 +22,7 @@ func TestGracefulShutdown(t *testing.T) {
 			client, server := newNode(t, ctx), newNode(t, ctx)
 			srv := startServe(t, ctx, server, boot, "--expose", "echo="+tg.Addr, "--allow", client.id, "--grace", "30s")
 			fwd, addr := startForward(t, ctx, client, boot, server.id+":echo", "--grace", "30s")
-			victim := map[string]*proc{"forward": fwd, "serve": srv}[who]
+			victim := map[string]*e2etest.Proc{"forward": fwd, "serve": srv}[who]
 
 			c := dial(t, addr, time.Minute)
 			roundTrip := func(word string) {
@@ -34,8 +36,8 @@ func TestGracefulShutdown(t *testing.T) {
 				}
 			}
 			roundTrip("before the signal")
-			victim.signal(t, syscall.SIGINT)
-			victim.waitStderr(t, 10*time.Second, "shutting down")
+			victim.Signal(t, syscall.SIGINT)
+			victim.WaitStderr(t, 10*time.Second, "shutting down")
 			roundTrip("after the first signal")
 			if who == "forward" {
 				if c2, err := net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
@@ -48,7 +50,7 @@ func TestGracefulShutdown(t *testing.T) {
 			if _, err := io.ReadAll(c); err != nil {
 				t.Errorf("finishing the open connection: %v", err)
 			}
-			victim.waitExit(t, 10*time.Second, 0)
+			victim.WaitExit(t, 10*time.Second, 0)
 		})
 	}
 	t.Run("second signal", func(t *testing.T) {
@@ -66,10 +68,10 @@ func TestGracefulShutdown(t *testing.T) {
 		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 			t.Fatal(err)
 		}
-		fwd.signal(t, syscall.SIGINT)
-		fwd.waitStderr(t, 10*time.Second, "shutting down")
-		fwd.signal(t, syscall.SIGINT)
-		fwd.waitExit(t, 5*time.Second, 1)
-		fwd.waitStderr(t, time.Second, "second signal")
+		fwd.Signal(t, syscall.SIGINT)
+		fwd.WaitStderr(t, 10*time.Second, "shutting down")
+		fwd.Signal(t, syscall.SIGINT)
+		fwd.WaitExit(t, 5*time.Second, 1)
+		fwd.WaitStderr(t, time.Second, "second signal")
 	})
 }

@@ -93,7 +93,7 @@ func TestStatusAndPing(t *testing.T) {
 
 	bootNode := newNode(t, ctx)
 	bp := start(t, ctx, "bootstrap", "--home", bootNode.home, "bootstrap", "--listen", p2pListen, noPortMap)
-	boot := bp.waitLine(t, 30*time.Second, "a /ip4/127.0.0.1/tcp/PORT/p2p/"+bootNode.id+" multiaddr", func(line string) bool {
+	boot := bp.WaitLine(t, 30*time.Second, "a /ip4/127.0.0.1/tcp/PORT/p2p/"+bootNode.id+" multiaddr", func(line string) bool {
 		return strings.HasPrefix(line, "/ip4/127.0.0.1/tcp/") && strings.HasSuffix(line, "/p2p/"+bootNode.id)
 	})
 	srv := newNode(t, ctx)
@@ -170,7 +170,7 @@ func TestStatusAndPing(t *testing.T) {
 	}
 
 	// A stopped daemon takes its socket with it.
-	sp.stop(t)
+	stop(t, sp)
 	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 		t.Errorf("control socket after serve stopped: %v, want it gone", err)
 	}
