@@ -20,11 +20,9 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
-	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
@@ -318,60 +316,6 @@ func kadMode(m DHTMode) dht.ModeOpt {
 	default:
 		return dht.ModeAuto
 	}
-}
-
-// newResourceManager uses go-libp2p's default limits scaled to this machine's
-// memory and file descriptors, with libp2p's own services' limits set, which
-// is what libp2p.New does when no manager is given; it is built here so that
-// the limits have one place to be tuned.
-func newResourceManager(streams []StreamLimit, maxPeers int) (network.ResourceManager, error) {
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
-	var opts []rcmgr.Option
-	if maxPeers > 0 {
-		sb := &limits.SystemBaseLimit
-		sb.ConnsInbound = max(sb.ConnsInbound, maxPeers)
-		sb.Conns = max(sb.Conns, maxPeers+1024)
-		sb.FD = max(sb.FD, maxPeers+1024)
-		// Everyone redials at once after a restart.
-		tb := &limits.TransientBaseLimit
-		tb.ConnsInbound = max(tb.ConnsInbound, 256)
-		tb.Conns = max(tb.Conns, 512)
-		tb.FD = max(tb.FD, 512)
-		opts = append(opts, rcmgr.WithLimitPerSubnet(
-			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: 64}},
-			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: 64}, {PrefixLength: 48, ConnCount: 512}},
-		))
-	}
-	var maxPerPeer int
-	for _, l := range streams {
-		total := rcmgr.BaseLimit{Streams: l.Total, StreamsInbound: l.Total, StreamsOutbound: l.Total, Memory: 256 << 20}
-		perPeer := rcmgr.BaseLimit{Streams: l.PerPeer, StreamsInbound: l.PerPeer, StreamsOutbound: l.PerPeer, Memory: 128 << 20}
-		limits.AddProtocolLimit(l.Protocol, total, rcmgr.BaseLimitIncrease{})
-		limits.AddProtocolPeerLimit(l.Protocol, perPeer, rcmgr.BaseLimitIncrease{})
-		if l.Service != "" {
-			limits.AddServiceLimit(l.Service, total, rcmgr.BaseLimitIncrease{})
-			limits.AddServicePeerLimit(l.Service, perPeer, rcmgr.BaseLimitIncrease{})
-		}
-		maxPerPeer = max(maxPerPeer, l.PerPeer)
-	}
-	// A peer's streams of every protocol count against the peer's own
-	// limit too; leave room above the largest protocol limit.
-	if maxPerPeer > 0 {
-		pb := &limits.PeerBaseLimit
-		pb.Streams = max(pb.Streams, maxPerPeer+512)
-		pb.StreamsInbound = max(pb.StreamsInbound, maxPerPeer+256)
-		pb.StreamsOutbound = max(pb.StreamsOutbound, maxPerPeer+512)
-		sb := &limits.SystemBaseLimit
-		sb.Streams = max(sb.Streams, 4*maxPerPeer)
-		sb.StreamsInbound = max(sb.StreamsInbound, 4*maxPerPeer)
-		sb.StreamsOutbound = max(sb.StreamsOutbound, 4*maxPerPeer)
-	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), opts...)
-	if err != nil {
-		return nil, fmt.Errorf("resource manager: %w", err)
-	}
-	return rm, nil
 }
 
 // addrsFactory shapes the addresses the host advertises: circuit addresses
