@@ -5,9 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"github.com/p2pnode/p2pnode/internal/e2etest"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -118,8 +118,7 @@ func TestForwardHalfClose(t *testing.T) {
 // Forwarder.Serve, Server and a TCP target, and checks both by sha256.
 func TestForwardThroughput(t *testing.T) {
 	const size = 64 << 20
-	// CI runs everything, -short or not.
-	if testing.Short() && os.Getenv("CI") != "true" {
+	if e2etest.Short() { // never under CI=true
 		t.Skip("64 MiB transfer skipped in -short mode")
 	}
 	up, down := randomBytes(4, size), randomBytes(5, size)
