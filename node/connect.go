@@ -39,6 +39,11 @@ const (
 	// punchRetryInterval keeps a forward whose punches fail from redialing
 	// the relay for every TCP connection it carries.
 	punchRetryInterval = 30 * time.Second
+	// unreachableRetryWindow bounds how long Connect keeps redialing a peer
+	// whose known addresses do not answer, for a peer that is restarting;
+	// the waits between attempts start at unreachableRetryFirst and double.
+	unreachableRetryWindow = 4 * time.Second
+	unreachableRetryFirst  = 250 * time.Millisecond
 	// punchRounds is how many relayed connections (each with up to 3
 	// DCUtR attempts) upgrade tries when the relay limits the circuit.
 	punchRounds = 2
@@ -99,8 +104,10 @@ func (n *Node) RelayLimit(p peer.ID) (limited bool, duration time.Duration, data
 // Reconnect punches again. Through a relay that does not limit the circuit,
 // it returns PathRelayed at once and punches in the background.
 //
-// The error says which bootstrap peers the lookup went through, so that a
-// user can tell "peer offline" from "not joined".
+// A peer whose known addresses do not answer is redialed, with a fresh DHT
+// lookup, for up to 4 s (unreachableRetryWindow), so that a peer that is
+// restarting is found again. The error says which bootstrap peers the lookup
+// went through, so that a user can tell "peer offline" from "not joined".
 func (n *Node) Connect(ctx context.Context, p peer.ID) (Path, error) {
 	if p == n.Host.ID() {
 		return PathNone, fmt.Errorf("peer %s is this node itself", p)
@@ -119,14 +126,13 @@ func (n *Node) Connect(ctx context.Context, p peer.ID) (Path, error) {
 	if err := n.waitRoutingTable(ctx); err != nil {
 		return PathNone, fmt.Errorf("cannot look up peer %s: no DHT server in the routing table (bootstrap peers %s): %w", p, n.join.describe(), err)
 	}
-	lctx := network.WithAllowLimitedConn(ctx, "p2pnode: relayed connection, upgraded by DCUtR")
-	err := n.Host.Connect(lctx, peer.AddrInfo{ID: p})
+	err := n.dialRetrying(ctx, p)
 	if err != nil {
 		if errors.Is(err, routing.ErrNotFound) || errors.Is(err, kb.ErrLookupFailure) || ctx.Err() != nil {
 			return PathNone, fmt.Errorf("peer %s not found in the DHT (asked through bootstrap peers %s); is it running and joined to the same bootstrap peers?: %w",
 				p, n.join.describe(), err)
 		}
-		return PathNone, fmt.Errorf("peer %s is unreachable at the addresses the DHT gave (is it running?): %w", p, err)
+		return PathNone, fmt.Errorf("peer %s is unreachable at the addresses the DHT gave, tried for %v (is it running?): %w", p, unreachableRetryWindow, err)
 	}
 	if n.PathTo(p) == PathDirect {
 		return PathDirect, nil
@@ -139,6 +145,40 @@ func (n *Node) Connect(ctx context.Context, p peer.ID) (Path, error) {
 	}
 	// A limited relayed connection would cut the data: wait for the punch.
 	return n.upgrade(ctx, p), nil
+}
+
+// dialRetrying connects to p at the addresses the peerstore or the DHT has,
+// and keeps trying for up to unreachableRetryWindow while they do not answer.
+// A peer that has just restarted is reachable before the DHT knows its new
+// addresses (the bootstrap peer learns them by identify, a moment after the
+// connection) and before its new relay reservation is made; and after one
+// failed dial, go-libp2p's swarm refuses to dial the same addresses again for
+// 5 s or more (swarm.DialBackoff), although each dial here is a user's new
+// TCP connection and the peer may be back. So each attempt clears that
+// backoff, and go-libp2p's routed host asks the DHT again when the known
+// addresses fail.
+func (n *Node) dialRetrying(ctx context.Context, p peer.ID) error {
+	lctx := network.WithAllowLimitedConn(ctx, "p2pnode: relayed connection, upgraded by DCUtR")
+	start := time.Now()
+	delay := unreachableRetryFirst
+	for {
+		if sw, ok := n.Host.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(p)
+		}
+		err := n.Host.Connect(lctx, peer.AddrInfo{ID: p})
+		if err == nil || errors.Is(err, routing.ErrNotFound) || errors.Is(err, kb.ErrLookupFailure) ||
+			time.Since(start)+delay > unreachableRetryWindow {
+			return err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay *= 2
+	}
 }
 
 // Reconnect is meant for each new connection a forward carries: it returns

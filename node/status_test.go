@@ -26,9 +26,16 @@ func newLoopbackNode(t *testing.T, boot *Node, opts ...libp2p.Option) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newLoopbackNodeAt(t, boot, key, "/ip4/127.0.0.1/tcp/0", opts...)
+}
+
+// newLoopbackNodeAt is newLoopbackNode with a given identity and listen
+// address, for a node that restarts.
+func newLoopbackNodeAt(t *testing.T, boot *Node, key crypto.PrivKey, listen string, opts ...libp2p.Option) *Node {
+	t.Helper()
 	cfg := Config{
 		Identity:    key,
-		ListenAddrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
+		ListenAddrs: []ma.Multiaddr{ma.StringCast(listen)},
 		Logger:      slog.New(slog.DiscardHandler),
 		HostOptions: opts,
 	}
