@@ -35,6 +35,11 @@ func TestConnectFindsRestartedPeer(t *testing.T) {
 	if _, err := server.WaitBootstrap(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The bootstrap peer tells others about the server once identify has
+	// given it the server's addresses, a moment after the connection.
+	waitFor(t, "the bootstrap peer to know the server's addresses", func() bool {
+		return len(boot.Host.Peerstore().Addrs(server.ID())) > 0
+	})
 	if path, err := client.Connect(ctx, server.ID()); err != nil || path != PathDirect {
 		t.Fatalf("before the restart: path %s, err %v", path, err)
 	}
@@ -42,13 +47,9 @@ func TestConnectFindsRestartedPeer(t *testing.T) {
 	if err := server.Close(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for client.Host.Network().Connectedness(server.ID()) == network.Connected {
-		if time.Now().After(deadline) {
-			t.Fatal("the client still has a connection to the stopped server")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, "the client to lose its connection to the stopped server", func() bool {
+		return client.Host.Network().Connectedness(server.ID()) != network.Connected
+	})
 	_, err = client.Connect(ctx, server.ID())
 	if err == nil || !strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), server.ID().String()) {
 		t.Fatalf("while the server is down: want an error naming it unreachable, got %v", err)
@@ -60,5 +61,18 @@ func TestConnectFindsRestartedPeer(t *testing.T) {
 	}
 	if path, err := client.Connect(ctx, server.ID()); err != nil || path != PathDirect {
 		t.Fatalf("after the restart: path %s, err %v", path, err)
+	}
+}
+
+// waitFor polls cond every 20 ms for up to 10 s, and fails t if it never
+// holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
