@@ -239,6 +239,11 @@ func openStream(ctx context.Context, h host.Host, p peer.ID, service string, opt
 	}
 	s, err := h.NewStream(ctx, p, cfg.protocol)
 	if err != nil {
+		if ctx.Err() != nil {
+			// go-libp2p ends a negotiation cut short by ctx with "i/o
+			// deadline reached", which hides why.
+			return ctx, nil, cfg, fmt.Errorf("open a stream to peer %s: %w (%v)", p, ctx.Err(), err)
+		}
 		if isNotSupported(err) {
 			return ctx, nil, cfg, notSupportedError(p)
 		}
