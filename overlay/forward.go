@@ -219,6 +219,13 @@ func (f *Forwarder) forwardConn(ctx context.Context, c net.Conn) {
 // end of in, that goroutine stays in its Read until in yields data or EOF
 // and then exits; nothing it reads afterwards is used.
 func (f *Forwarder) Stdio(ctx context.Context, in io.Reader, out io.WriteCloser) error {
+	return f.StdioReady(ctx, in, out, nil)
+}
+
+// StdioReady is Stdio that calls ready, if not nil, once the stream is open
+// and before any byte is carried: a caller that relays in and out from
+// elsewhere (the daemon's control socket) says "connected" only then.
+func (f *Forwarder) StdioReady(ctx context.Context, in io.Reader, out io.WriteCloser, ready func()) error {
 	if err := f.check(); err != nil {
 		return err
 	}
@@ -234,6 +241,9 @@ func (f *Forwarder) Stdio(ctx context.Context, in io.Reader, out io.WriteCloser)
 	}
 	counted, done := f.Metrics.track("forward", f.Service, s)
 	defer done()
+	if ready != nil {
+		ready()
+	}
 	sc := newStdioConn(in, out)
 	stop := context.AfterFunc(ctx, func() {
 		_ = s.Reset()

@@ -28,15 +28,10 @@ A bootstrap node is the first node of a network: it joins other bootstrap
 peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 		Args: cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if maxPeers < 1 {
+				return usagef("bad --max-peers %d: must be positive", maxPeers)
+			}
 			file, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			listen := file.Node.Listen
-			if file.Bootstrap.Listen != nil {
-				listen = file.Bootstrap.Listen
-			}
-			cfg, err := nf.nodeConfig(g, file, listen, nil)
 			if err != nil {
 				return err
 			}
@@ -51,34 +46,21 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 				}
 				authorized = append(authorized, id)
 			}
-			key, err := g.identity()
+			run, err := startNode(g, &nf, roleBootstrap, file, func(cfg *node.Config) {
+				cfg.HostOptions = bootstrap.HostOptions()
+				// Every peer joins the bootstrap node and many hold a
+				// relay reservation: the connection manager must not trim
+				// them, and the resource manager must not stop at its
+				// memory-scaled default (252 here, 64 on a 1 GiB VPS;
+				// bench/capacity.sh).
+				cfg.MaxPeers = maxPeers
+				cfg.ConnLowWater, cfg.ConnHighWater = maxPeers*7/8, maxPeers
+			})
 			if err != nil {
 				return err
 			}
-			cfg.Identity = key
-			cfg.DHTMode = node.DHTModeServer
-			cfg.Standalone = len(cfg.BootstrapPeers) == 0
-			cfg.HostOptions = bootstrap.HostOptions()
-			if maxPeers < 1 {
-				return usagef("bad --max-peers %d: must be positive", maxPeers)
-			}
-			// Every peer joins the bootstrap node and many hold a relay
-			// reservation: the connection manager must not trim them, and
-			// the resource manager must not stop at its memory-scaled
-			// default (252 here, 64 on a 1 GiB VPS; bench/capacity.sh).
-			cfg.MaxPeers = maxPeers
-			cfg.ConnLowWater, cfg.ConnHighWater = maxPeers*7/8, maxPeers
-
-			stopMetrics, err := nf.startMetrics(g)
-			if err != nil {
-				return err
-			}
-			defer stopMetrics()
-			n, stop, err := startDaemon(g, cfg, nil)
-			if err != nil {
-				return err
-			}
-			defer stop()
+			defer run.stop()
+			n := run.node
 			svc, err := bootstrap.Start(n.Host, bootstrap.Config{Logger: g.logger, RelayAuthorized: authorized, Relay: relayResources(maxPeers)})
 			if err != nil {
 				return err
@@ -94,8 +76,7 @@ peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 			return nil
 		},
 	}
-	nf.register(cmd.Flags(), "listen")
-	nf.registerMetrics(cmd.Flags())
+	nf.register(cmd.Flags(), "listen", true)
 	cmd.Flags().IntVar(&maxPeers, "max-peers", 4096, "peers this node accepts at once (about 100 KiB of memory each)")
 	cmd.Flags().StringArrayVar(&relayAllow, "relay-allow", nil, "peer ID whose relayed connections to other --relay-allow peers are not limited (repeatable; adds to [bootstrap] relay_allow)")
 	return cmd

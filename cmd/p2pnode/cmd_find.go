@@ -3,21 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
-	"github.com/p2pnode/p2pnode/node"
-	"github.com/p2pnode/p2pnode/overlay"
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 )
 
 type findArgs struct {
@@ -25,9 +19,6 @@ type findArgs struct {
 	json    bool
 	timeout time.Duration
 }
-
-// foundPeer is one line of find's answer.
-type foundPeer = control.FoundPeer
 
 func newFindCmd(g *globalFlags) *cobra.Command {
 	var a findArgs
@@ -49,7 +40,7 @@ these peers.`,
 	}
 	cmd.Flags().BoolVar(&a.json, "json", false, "print the peers as JSON")
 	cmd.Flags().DurationVar(&a.timeout, "timeout", 30*time.Second, "how long to look the name up and ask the peers")
-	a.node.register(cmd.Flags(), "p2p-listen")
+	a.node.register(cmd.Flags(), "p2p-listen", false)
 	return cmd
 }
 
@@ -60,26 +51,16 @@ func (a *findArgs) run(cmd *cobra.Command, g *globalFlags, name string) error {
 	if a.timeout <= 0 {
 		return usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
 	}
+	api, closeAPI, err := useAPI(cmd, g, &a.node, "looking the name up", "")
+	if err != nil {
+		return err
+	}
+	defer closeAPI()
 	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
 	defer cancel()
-	var found []foundPeer
-	if c, err := control.Dial(g.home); err == nil {
-		defer c.Close()
-		g.logger.Info("looking the name up through the p2pnode daemon", "home", g.home)
-		if found, err = c.Find(ctx, name); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, control.ErrNotRunning) {
+	found, err := api.Find(ctx, name)
+	if err != nil {
 		return err
-	} else {
-		n, err := a.node.startClientNode(g)
-		if err != nil {
-			return err
-		}
-		defer n.Close()
-		if found, err = findAndAsk(ctx, g, n, name); err != nil {
-			return err
-		}
 	}
 
 	out := cmd.OutOrStdout()
@@ -87,8 +68,8 @@ func (a *findArgs) run(cmd *cobra.Command, g *globalFlags, name string) error {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			Name  string      `json:"name"`
-			Peers []foundPeer `json:"peers"`
+			Name  string             `json:"name"`
+			Peers []daemon.FoundPeer `json:"peers"`
 		}{name, found})
 	}
 	if len(found) == 0 {
@@ -107,50 +88,4 @@ func (a *findArgs) run(cmd *cobra.Command, g *globalFlags, name string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Peer, f.Path, svcs)
 	}
 	return tw.Flush()
-}
-
-// findAndAsk looks name up and asks every peer found, at once.
-func findAndAsk(ctx context.Context, g *globalFlags, n *node.Node, name string) ([]foundPeer, error) {
-	peers, err := findByName(ctx, g, n, name)
-	if err != nil {
-		return nil, err
-	}
-	found := make([]foundPeer, len(peers))
-	var wg sync.WaitGroup
-	for i, ai := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			found[i] = ask(ctx, n, ai)
-		}()
-	}
-	wg.Wait()
-	return found, nil
-}
-
-// Find implements control.Finder for the daemon.
-func (f *forwarding) Find(ctx context.Context, name string) ([]foundPeer, error) {
-	if err := config.CheckServiceName(name); err != nil {
-		return nil, fmt.Errorf("bad name %q: %w", name, err)
-	}
-	return findAndAsk(ctx, f.g, f.n, name)
-}
-
-// ask connects to one advertising peer and lists the services it lets this
-// peer use.
-func ask(ctx context.Context, n *node.Node, ai peer.AddrInfo) foundPeer {
-	f := foundPeer{Peer: ai.ID, Path: string(node.PathNone), Services: []string{}}
-	n.Host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
-	path, err := n.Connect(ctx, ai.ID)
-	if err == nil {
-		f.Path = string(path)
-		var svcs []string
-		if svcs, err = overlay.ListServices(ctx, n.Host, ai.ID, overlay.WithAllowLimitedConn()); err == nil {
-			f.Services = svcs
-		}
-	}
-	if err != nil {
-		f.Error = err.Error()
-	}
-	return f
 }

@@ -2,22 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
 )
-
-// maxPingCount bounds --count (node.Ping refuses more).
-const maxPingCount = 100
 
 type pingArgs struct {
 	node    nodeFlags
@@ -46,9 +40,9 @@ otherwise ping runs a node of its own for the time it takes.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVarP(&a.count, "count", "c", control.DefaultPingCount, fmt.Sprintf("number of pings (1 to %d)", maxPingCount))
+	f.IntVarP(&a.count, "count", "c", 3, fmt.Sprintf("number of pings (1 to %d)", daemon.MaxPingCount))
 	f.DurationVar(&a.timeout, "timeout", time.Minute, "how long to look for and connect to the peer, and ping it")
-	a.node.register(f, "p2p-listen")
+	a.node.register(f, "p2p-listen", false)
 	return cmd
 }
 
@@ -57,51 +51,25 @@ func (a *pingArgs) run(cmd *cobra.Command, g *globalFlags, target string) error 
 	if err != nil {
 		return asUsage(fmt.Errorf("bad peer ID: %w", err))
 	}
-	if a.count < 1 || a.count > maxPingCount {
-		return usagef("bad --count %d: must be 1 to %d", a.count, maxPingCount)
-	}
+	req := daemon.PingRequest{Peer: p, Count: a.count, Timeout: a.timeout}
 	if a.timeout <= 0 {
 		return usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-	defer cancel()
-
-	var res node.PingResult
-	c, err := control.Dial(g.home)
-	switch {
-	case err == nil:
-		defer c.Close()
-		for _, name := range []string{a.node.listenName, "bootstrap", "nat-port-map"} {
-			if cmd.Flags().Changed(name) {
-				g.logger.Warn("a p2pnode daemon runs in the home directory: pinging through it, --"+name+" does not apply", "home", g.home)
-			}
-		}
-		// The daemon's own bound is the timeout; ours leaves it time to
-		// say what went wrong.
-		cctx, ccancel := context.WithTimeout(cmd.Context(), a.timeout+5*time.Second)
-		defer ccancel()
-		res, err = c.Ping(cctx, p, a.count, a.timeout)
-	case errors.Is(err, control.ErrNotRunning):
-		res, err = a.pingOwnNode(ctx, g, p)
-	default:
+	if err := daemon.CheckPing(req); err != nil {
+		return usagef("bad --count %d: must be 1 to %d", a.count, daemon.MaxPingCount)
+	}
+	api, closeAPI, err := useAPI(cmd, g, &a.node, "pinging", "")
+	if err != nil {
 		return err
 	}
+	defer closeAPI()
+	// The API's own bound is the timeout; ours leaves it time to say what
+	// went wrong.
+	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout+5*time.Second)
+	defer cancel()
+	res, err := api.Ping(ctx, req)
 	printPings(cmd.OutOrStdout(), res)
-	var ce *control.Error
-	if errors.As(err, &ce) && ce.Code == http.StatusBadRequest {
-		return asUsage(err)
-	}
 	return err
-}
-
-// pingOwnNode runs a short-lived node, as forward does, and pings p from it.
-func (a *pingArgs) pingOwnNode(ctx context.Context, g *globalFlags, p peer.ID) (node.PingResult, error) {
-	n, err := a.node.startClientNode(g)
-	if err != nil {
-		return node.PingResult{}, err
-	}
-	defer n.Close()
-	return n.Ping(ctx, p, a.count)
 }
 
 // printPings prints one line per ping: "PEERID: 1.23 ms (direct)".

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -51,8 +50,7 @@ reachable, whatever a peer asks for.`,
 	f.BoolVar(&a.public, "public", false, "let every peer use the --expose services")
 	f.DurationVar(&a.grace, "grace", 10*time.Second, "on SIGINT/SIGTERM, how long open forwarded connections may take to finish (a second signal exits at once)")
 	f.StringArrayVar(&a.advertise, "advertise", nil, "announce on the DHT that this peer offers services under NAME (repeatable); others use `p2pnode find NAME`")
-	a.node.register(f, "listen")
-	a.node.registerMetrics(f)
+	a.node.register(f, "listen", true)
 	return cmd
 }
 
@@ -114,33 +112,12 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 			return usagef("bad --advertise %q: %v", name, err)
 		}
 	}
-	cfg, err := a.node.nodeConfig(g, file, file.Node.Listen, nil)
+	run, err := startNode(g, &a.node, roleServe, file, nil)
 	if err != nil {
 		return err
 	}
-	key, err := g.identity()
-	if err != nil {
-		return err
-	}
-	cfg.Identity = key
-	cfg.ReserveRelays = true
-
-	stopMetrics, err := a.node.startMetrics(g)
-	if err != nil {
-		return err
-	}
-	defer stopMetrics()
-	m, err := forwardMetrics(&a.node)
-	if err != nil {
-		return err
-	}
-	n, stop, err := startDaemon(g, cfg, func(n *node.Node) control.Backend {
-		return daemonBackend{Node: n, forwarding: &forwarding{g: g, n: n, timeout: time.Minute, grace: a.grace, metrics: m}}
-	})
-	if err != nil {
-		return err
-	}
-	defer stop()
+	defer run.stop()
+	n, m := run.node, run.metrics
 	srv, err := overlay.NewServer(n.Host, svcs, overlay.WithLogger(g.logger), overlay.WithMetrics(m))
 	if err != nil {
 		return err

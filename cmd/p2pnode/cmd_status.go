@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -11,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
 )
 
@@ -42,15 +41,12 @@ direct or relayed, direction, age and round-trip time.
 }
 
 func (a *statusArgs) run(cmd *cobra.Command, g *globalFlags) error {
-	c, err := control.Dial(g.home)
-	if errors.Is(err, control.ErrNotRunning) {
-		return fmt.Errorf("no p2pnode serve or bootstrap is running in %s; start one with `p2pnode serve`", g.home)
-	}
+	api, closeAPI, err := useAPI(cmd, g, nil, "", noDaemonf(g, "no p2pnode serve or bootstrap is running in %s; start one with `p2pnode serve`"))
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	st, err := c.Status(cmd.Context())
+	defer closeAPI()
+	st, err := api.Status(cmd.Context())
 	if err != nil {
 		return err
 	}
@@ -66,7 +62,7 @@ func (a *statusArgs) run(cmd *cobra.Command, g *globalFlags) error {
 
 // printStatus writes st for a person: one aligned "name  value" block, then
 // a table of connections.
-func printStatus(w io.Writer, st control.Status, now time.Time) {
+func printStatus(w io.Writer, st daemon.Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(name string, values ...string) {
 		if len(values) == 0 {

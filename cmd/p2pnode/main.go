@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 )
 
 // Exit codes of the CLI contract (DESIGN.md "CLI").
@@ -41,7 +43,8 @@ func run(args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "p2pnode: %s\n", oneLine(err))
 	var ue *usageError
-	if errors.As(err, &ue) {
+	var ie *daemon.InputError
+	if errors.As(err, &ue) || errors.As(err, &ie) {
 		return exitUsage
 	}
 	return exitRuntime

@@ -9,24 +9,28 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/p2pnode/p2pnode/overlay"
 )
 
-// serveMetrics serves Prometheus metrics (go-libp2p's, p2pnode's, and the
-// Go runtime's, all on the default registry) at http://addr/metrics until
-// the returned stop is called. A bad or busy address is an error.
-func serveMetrics(g *globalFlags, addr string) (stop func(), err error) {
+// serveMetrics serves Prometheus metrics at http://addr/metrics until the
+// returned stop is called, from a registry of this process's own (not the
+// global default, so that nothing registered elsewhere leaks in, and tests
+// can run several nodes in one process) that holds the Go runtime's and the
+// process's collectors; go-libp2p's and p2pnode's metrics go to the
+// returned registerer. A bad or busy address is an error.
+func serveMetrics(g *globalFlags, addr string) (_ prometheus.Registerer, stop func(), err error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, usagef("bad --metrics %q: expected HOST:PORT, e.g. 127.0.0.1:9090 (%v)", addr, err)
+		return nil, nil, usagef("bad --metrics %q: expected HOST:PORT, e.g. 127.0.0.1:9090 (%v)", addr, err)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.Handler())
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -36,18 +40,10 @@ func serveMetrics(g *globalFlags, addr string) (stop func(), err error) {
 		}
 	}()
 	g.logger.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
-	return func() {
+	return reg, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 		<-done
 	}, nil
-}
-
-// forwardMetrics registers the forwarding metrics when --metrics is on.
-func forwardMetrics(nf *nodeFlags) (*overlay.Metrics, error) {
-	if nf.metrics == "" {
-		return nil, nil
-	}
-	return overlay.NewMetrics(prometheus.DefaultRegisterer)
 }

@@ -1,6 +1,8 @@
 package control
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,32 +11,23 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
 )
 
-// Client talks to the daemon behind a home directory's control socket.
+// Client is the daemon.API of the daemon behind a home directory's control
+// socket.
 type Client struct {
 	path string
 	hc   *http.Client
 }
 
-// Error is an error the daemon answered with.
-type Error struct {
-	// Code is the HTTP status: 400 for a bad request, 502 when the operation
-	// failed, 504 when it timed out.
-	Code    int
-	Message string
-}
-
-func (e *Error) Error() string { return e.Message }
+var _ daemon.API = (*Client)(nil)
 
 // Dial checks that a daemon answers on home's control socket and returns a
 // client for it. An error wrapping ErrNotRunning means there is no socket,
@@ -72,58 +65,184 @@ func (c *Client) Close() {
 	c.hc.CloseIdleConnections()
 }
 
-// Status returns the daemon node's status and its persistent forwards.
-func (c *Client) Status(ctx context.Context) (Status, error) {
+// Status implements daemon.API.
+func (c *Client) Status(ctx context.Context) (daemon.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	var st Status
-	err := c.do(ctx, http.MethodGet, "/v1/status", &st)
-	return st, err
+	return call[daemon.Status](ctx, c, "status", struct{}{})
 }
 
-// Ping has the daemon connect to p and ping it count times; timeout bounds
-// the daemon's work (lookup, connect, pings), ctx the whole call. On an
-// error it also returns the pings that came back before it.
-func (c *Client) Ping(ctx context.Context, p peer.ID, count int, timeout time.Duration) (node.PingResult, error) {
-	q := url.Values{"peer": {p.String()}, "count": {strconv.Itoa(count)}}
-	if timeout > 0 {
-		q.Set("timeout", timeout.String())
+// Ping implements daemon.API; the daemon bounds its work by req.Timeout,
+// ctx bounds the whole call.
+func (c *Client) Ping(ctx context.Context, req daemon.PingRequest) (node.PingResult, error) {
+	return call[node.PingResult](ctx, c, "ping", req)
+}
+
+// Find implements daemon.API.
+func (c *Client) Find(ctx context.Context, name string) ([]daemon.FoundPeer, error) {
+	return call[[]daemon.FoundPeer](ctx, c, "find", findRequest{Name: name})
+}
+
+// Persist implements daemon.API.
+func (c *Client) Persist(ctx context.Context, req daemon.ForwardRequest) (daemon.Listening, error) {
+	return call[daemon.Listening](ctx, c, "persist", req)
+}
+
+// ClosePersistent implements daemon.API.
+func (c *Client) ClosePersistent(ctx context.Context, listen string) error {
+	_, err := call[struct{}](ctx, c, "persist/close", closeRequest{Listen: listen})
+	return err
+}
+
+// Forward implements daemon.API: the daemon forwards for as long as this
+// call lasts. It returns nil when ctx ends, an error when the daemon stops
+// forwarding.
+func (c *Client) Forward(ctx context.Context, req daemon.ForwardRequest, ready func(daemon.Listening)) error {
+	resp, err := c.post(ctx, "forward", req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
-	var res node.PingResult
-	err := c.do(ctx, http.MethodPost, "/v1/ping?"+q.Encode(), &res)
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	var at daemon.Listening
+	if err := c.decode(resp, dec, &at); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	ready(at)
+	var end envelope
+	err = dec.Decode(&end)
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case err == nil && end.Error != "":
+		return errors.New(end.Error)
+	default:
+		return errors.New("the p2pnode daemon stopped forwarding (did it shut down?)")
+	}
+}
+
+// ForwardStdio implements daemon.API over a control connection of its own,
+// which carries the stream's bytes once the daemon has opened it.
+func (c *Client) ForwardStdio(ctx context.Context, t daemon.Target, in io.Reader, out io.WriteCloser, ready func()) error {
+	d := net.Dialer{Timeout: dialTimeout}
+	conn, err := d.DialContext(ctx, "unix", c.path)
+	if err != nil {
+		return fmt.Errorf("cannot reach the p2pnode daemon at %s: %w", c.path, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	req, err := newRequest(context.Background(), "forward/stdio", daemon.ForwardRequest{Target: t})
+	if err != nil {
+		return err
+	}
+	if err := req.Write(conn); err != nil {
+		return fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return c.decode(resp, json.NewDecoder(resp.Body), nil)
+	}
+	if ready != nil {
+		ready()
+	}
+	uc := conn.(*net.UnixConn)
+	go func() {
+		if _, err := io.Copy(uc, in); err == nil {
+			_ = uc.CloseWrite()
+		}
+	}()
+	_, err = io.Copy(out, br)
+	_ = out.Close()
+	if ctx.Err() != nil {
+		return fmt.Errorf("forwarding stopped: %w", ctx.Err())
+	}
+	return err
+}
+
+// call posts req to op and decodes the envelope's result.
+func call[Res any](ctx context.Context, c *Client, op string, req any) (Res, error) {
+	var res Res
+	resp, err := c.post(ctx, op, req)
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	err = c.decode(resp, json.NewDecoder(io.LimitReader(resp.Body, 16<<20)), &res)
 	return res, err
 }
 
-func (c *Client) do(ctx context.Context, method, path string, out any) error {
-	// The host part is ignored: DialContext always dials the socket.
-	req, err := http.NewRequestWithContext(ctx, method, "http://p2pnode"+path, nil)
+func newRequest(ctx context.Context, op string, body any) (*http.Request, error) {
+	b, err := json.Marshal(body)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	// The host part is ignored: the transport always dials the socket.
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://p2pnode/v2/"+op, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(versionHeader, strconv.Itoa(daemon.APIVersion))
+	return req, nil
+}
+
+func (c *Client) post(ctx context.Context, op string, body any) (*http.Response, error) {
+	req, err := newRequest(ctx, op, body)
+	if err != nil {
+		return nil, err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("the p2pnode daemon did not answer in time (%s): %w", c.path, ctx.Err())
+			return nil, fmt.Errorf("the p2pnode daemon did not answer in time (%s): %w", c.path, ctx.Err())
 		}
-		return fmt.Errorf("no answer from the p2pnode daemon on %s: %w", c.path, err)
+		return nil, fmt.Errorf("no answer from the p2pnode daemon on %s: %w", c.path, err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("control socket %s: reading the answer: %w", c.path, err)
+	return resp, nil
+}
+
+// decode reads one envelope from dec into out (nil: none expected) and
+// turns an error answer into the error it stands for. An answer that is not
+// an envelope comes from a daemon of an older schema.
+func (c *Client) decode(resp *http.Response, dec *json.Decoder, out any) error {
+	var env envelope
+	if err := dec.Decode(&env); err != nil || env.Version == 0 {
+		return fmt.Errorf("the p2pnode daemon on %s answered %s in an older control API (version 1; this p2pnode speaks version %d): "+
+			"run the same p2pnode binary for both (restart the daemon after an upgrade)", c.path, resp.Status, daemon.APIVersion)
 	}
-	if resp.StatusCode != http.StatusOK {
-		var eb errorBody
-		if json.Unmarshal(body, &eb) != nil || eb.Error == "" {
-			return &Error{Code: resp.StatusCode, Message: fmt.Sprintf("the p2pnode daemon answered %s", resp.Status)}
+	if env.Version != daemon.APIVersion && env.Kind != kindVersion {
+		return fmt.Errorf("the p2pnode daemon on %s speaks control API version %d and this p2pnode speaks version %d: "+
+			"run the same p2pnode binary for both (restart the daemon after an upgrade)", c.path, env.Version, daemon.APIVersion)
+	}
+	if len(env.Result) > 0 && out != nil {
+		if err := json.Unmarshal(env.Result, out); err != nil && env.Error == "" {
+			return fmt.Errorf("control socket %s: bad answer: %w", c.path, err)
 		}
-		if len(eb.Result) > 0 {
-			_ = json.Unmarshal(eb.Result, out)
-		}
-		return &Error{Code: resp.StatusCode, Message: eb.Error}
 	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("control socket %s: bad answer: %w", c.path, err)
+	msg := errors.New(env.Error)
+	switch {
+	case env.Error == "" && resp.StatusCode == http.StatusOK:
+		return nil
+	case env.Error == "":
+		return fmt.Errorf("the p2pnode daemon answered %s", resp.Status)
+	case env.Kind == kindBadInput:
+		return &daemon.InputError{Err: msg}
+	case env.Kind == kindNotFound:
+		return &daemon.NotFoundError{Err: msg}
+	case env.Kind == kindTimeout:
+		return fmt.Errorf("%w (%w)", msg, context.DeadlineExceeded)
 	}
-	return nil
+	return msg
 }

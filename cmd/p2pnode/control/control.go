@@ -1,22 +1,31 @@
 // Package control is the control socket of a running p2pnode daemon (serve
-// or bootstrap): HTTP with JSON bodies over a Unix socket in the home
-// directory, through which `status` and `ping` use the daemon's node instead
-// of starting one of their own, so that one peer ID is online once.
+// or bootstrap): it serves a daemon.API as HTTP with JSON bodies over a Unix
+// socket in the home directory, and [Client] implements daemon.API again on
+// the other side, so that `status`, `ping`, `find` and `forward` use the
+// daemon's node instead of starting one of their own: one peer ID is online
+// once.
 //
 // Only the user who runs the daemon may use it: the socket has mode 0600 in a
 // directory created 0700, and the server also refuses connections whose
 // peer credentials (SO_PEERCRED) name another user.
 //
-//	GET  /v1/status                     Status (node.Status and persistent forwards)
-//	POST /v1/ping?peer=PEERID&count=N   node.PingResult
+// Every request is POST /v2/OP with a JSON body and the header
+// P2pnode-Api-Version: 2 (daemon.APIVersion); every answer is an envelope
+// {"version": 2, "result": ...} or {"version": 2, "error": "...", "kind":
+// "bad_input" | "not_found" | "timeout" | "failed" | "version"}. A client
+// and a daemon of different versions refuse each other naming both.
 //
-// Errors are {"error": "..."} with status 400 (bad request), 502 (the
-// operation failed) or 504 (it timed out).
+//	status                 daemon.Status
+//	ping                   daemon.PingRequest -> node.PingResult
+//	find                   {"name"} -> []daemon.FoundPeer
+//	forward                daemon.ForwardRequest -> daemon.Listening, then held open
+//	forward/stdio          daemon.ForwardRequest -> 200, then the connection carries the stream
+//	persist                daemon.ForwardRequest -> daemon.Listening
+//	persist/close          {"listen"}
 package control
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,15 +34,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sys/unix"
-
-	"github.com/p2pnode/p2pnode/node"
 )
 
 const (
@@ -42,13 +47,6 @@ const (
 	// lockName is the file a daemon holds an flock on while it owns the
 	// socket, so that two daemons starting at once cannot both take it.
 	lockName = "control.lock"
-
-	// DefaultPingCount is the number of pings when the request names none.
-	DefaultPingCount = 3
-	// maxPingTimeout bounds a ping request (lookup, connect, pings).
-	maxPingTimeout = 5 * time.Minute
-	// defaultPingTimeout is a ping request's bound when it names none.
-	defaultPingTimeout = time.Minute
 
 	dialTimeout   = 2 * time.Second
 	statusTimeout = 10 * time.Second
@@ -69,12 +67,6 @@ var ErrAlreadyRunning = errors.New("another p2pnode is already running")
 // SocketPath returns the control socket's path in home.
 func SocketPath(home string) string { return filepath.Join(home, SocketName) }
 
-// Backend is what a daemon offers through the socket; *node.Node is one.
-type Backend interface {
-	Status() node.Status
-	Ping(ctx context.Context, p peer.ID, count int) (node.PingResult, error)
-}
-
 // Server is a listening control socket. Listen takes the socket; Serve
 // starts answering on it; Close stops, waits for the requests in flight and
 // removes the socket.
@@ -90,11 +82,6 @@ type Server struct {
 	srv    *http.Server
 	served chan struct{} // closed when the serving goroutine ends
 	reqs   sync.WaitGroup
-
-	// persistent forwards (forward --persist), by listen address; they
-	// stop on Close or with forward --close.
-	persist   map[string]*persistent
-	persistWG sync.WaitGroup
 
 	mu       sync.Mutex
 	serving  bool
@@ -204,109 +191,6 @@ func removeStale(path string, log *slog.Logger) error {
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }
 
-// Serve starts answering requests with b, in a goroutine that Close stops.
-// It may be called once.
-func (s *Server) Serve(b Backend) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || s.serving {
-		return
-	}
-	s.serving = true
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, Status{Status: b.Status(), PersistentForwards: s.persistentForwards()})
-	})
-	mux.HandleFunc("POST /v1/ping", func(w http.ResponseWriter, r *http.Request) {
-		s.ping(w, r, b)
-	})
-	if f, ok := b.(Finder); ok {
-		mux.HandleFunc("GET /v1/find", func(w http.ResponseWriter, r *http.Request) {
-			s.find(w, r, f)
-		})
-	}
-	if f, ok := b.(Forwarder); ok {
-		mux.HandleFunc("POST /v1/forward", func(w http.ResponseWriter, r *http.Request) {
-			s.forward(w, r, f)
-		})
-		mux.HandleFunc("POST /v1/forward-stdio", func(w http.ResponseWriter, r *http.Request) {
-			s.forwardStdio(w, r, f)
-		})
-		mux.HandleFunc("DELETE /v1/forward", func(w http.ResponseWriter, r *http.Request) {
-			s.closeForward(w, r)
-		})
-	}
-	s.srv = &http.Server{
-		Handler:           s.track(mux),
-		ReadHeaderTimeout: 5 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return s.ctx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		defer close(s.served)
-		err := s.srv.Serve(&credListener{UnixListener: s.ln, uid: s.uid, log: s.log})
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("control socket stopped", "error", err)
-		}
-	}()
-	s.log.Debug("control socket listening", "path", s.path)
-}
-
-// track counts the requests in flight, for Close.
-func (s *Server) track(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Add under mu, and never once Close has begun, so that Close's
-		// Wait does not race an Add.
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			writeError(w, http.StatusServiceUnavailable, "the daemon is shutting down")
-			return
-		}
-		s.reqs.Add(1)
-		s.mu.Unlock()
-		defer s.reqs.Done()
-		h.ServeHTTP(w, r)
-	})
-}
-
-func (s *Server) ping(w http.ResponseWriter, r *http.Request, b Backend) {
-	q := r.URL.Query()
-	p, err := peer.Decode(q.Get("peer"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad peer %q: %v", q.Get("peer"), err))
-		return
-	}
-	count := DefaultPingCount
-	if c := q.Get("count"); c != "" {
-		count, err = strconv.Atoi(c)
-		if err != nil || count < 1 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad count %q: want a positive number", c))
-			return
-		}
-	}
-	timeout := defaultPingTimeout
-	if t := q.Get("timeout"); t != "" {
-		timeout, err = time.ParseDuration(t)
-		if err != nil || timeout <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad timeout %q: want a duration such as 30s", t))
-			return
-		}
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), min(timeout, maxPingTimeout))
-	defer cancel()
-	res, err := b.Ping(ctx, p, count)
-	if err != nil {
-		code := http.StatusBadGateway
-		if ctx.Err() != nil {
-			code = http.StatusGatewayTimeout
-		}
-		writeErrorResult(w, code, err.Error(), res)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
-}
-
 // Close stops answering, cancels and waits for the requests in flight,
 // removes the socket and releases the lock. It may be called more than once.
 func (s *Server) Close() error {
@@ -329,7 +213,6 @@ func (s *Server) Close() error {
 		}
 		<-s.served
 		s.reqs.Wait()
-		s.persistWG.Wait()
 	} else if err := s.ln.Close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -367,34 +250,4 @@ func (l *credListener) Accept() (net.Conn, error) {
 		}
 		c.Close()
 	}
-}
-
-type errorBody struct {
-	Error string `json:"error"`
-	// Result is what was done before the error (the pings that came back).
-	Result json.RawMessage `json:"result,omitempty"`
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, _ = w.Write(append(b, '\n'))
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, errorBody{Error: msg})
-}
-
-func writeErrorResult(w http.ResponseWriter, code int, msg string, result any) {
-	b, err := json.Marshal(result)
-	if err != nil {
-		writeError(w, code, msg)
-		return
-	}
-	writeJSON(w, code, errorBody{Error: msg, Result: b})
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -17,9 +19,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
 )
 
@@ -38,28 +40,47 @@ func newPeerID(t *testing.T) peer.ID {
 	return id
 }
 
-// fakeBackend answers like a node would.
-type fakeBackend struct {
+// fakeAPI answers like a node would; what it does not fake it refuses.
+type fakeAPI struct {
 	status node.Status
 	// ping answers a ping; nil: three direct pings.
 	ping func(ctx context.Context, p peer.ID, count int) (node.PingResult, error)
 }
 
-func (f *fakeBackend) Status() node.Status { return f.status }
+func (f *fakeAPI) Status(context.Context) (daemon.Status, error) {
+	return daemon.Status{Status: f.status, PersistentForwards: []daemon.PersistentForward{}}, nil
+}
 
-func (f *fakeBackend) Ping(ctx context.Context, p peer.ID, count int) (node.PingResult, error) {
-	if f.ping != nil {
-		return f.ping(ctx, p, count)
+func (f *fakeAPI) Ping(ctx context.Context, req daemon.PingRequest) (node.PingResult, error) {
+	if err := daemon.CheckPing(req); err != nil {
+		return node.PingResult{}, err
 	}
-	res := node.PingResult{Peer: p, Path: node.PathDirect}
-	for range count {
+	if f.ping != nil {
+		return f.ping(ctx, req.Peer, req.Count)
+	}
+	res := node.PingResult{Peer: req.Peer, Path: node.PathDirect}
+	for range req.Count {
 		res.Pings = append(res.Pings, node.PingRTT{RTTMillis: 1.5, Path: node.PathDirect})
 	}
 	return res, nil
 }
 
+var errNotFaked = errors.New("not in this test")
+
+func (f *fakeAPI) Find(context.Context, string) ([]daemon.FoundPeer, error) { return nil, errNotFaked }
+func (f *fakeAPI) Forward(context.Context, daemon.ForwardRequest, func(daemon.Listening)) error {
+	return errNotFaked
+}
+func (f *fakeAPI) ForwardStdio(context.Context, daemon.Target, io.Reader, io.WriteCloser, func()) error {
+	return errNotFaked
+}
+func (f *fakeAPI) Persist(context.Context, daemon.ForwardRequest) (daemon.Listening, error) {
+	return daemon.Listening{}, errNotFaked
+}
+func (f *fakeAPI) ClosePersistent(context.Context, string) error { return errNotFaked }
+
 // serve listens in home and serves b until the test ends.
-func serve(t *testing.T, home string, b Backend) *Server {
+func serve(t *testing.T, home string, b daemon.API) *Server {
 	t.Helper()
 	s, err := Listen(home, quiet)
 	if err != nil {
@@ -83,7 +104,7 @@ func dial(t *testing.T, home string) *Client {
 func TestRoundTrip(t *testing.T) {
 	home := filepath.Join(t.TempDir(), "home") // Listen creates it
 	id := newPeerID(t)
-	b := &fakeBackend{status: node.Status{
+	b := &fakeAPI{status: node.Status{
 		PeerID: id, Reachability: node.ReachabilityPublic, ReachabilitySince: time.Now().Round(0).UTC(),
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/4001"},
 		Connections: []node.ConnStatus{{Peer: id, Transport: "tcp", Path: node.PathDirect, RTTMillis: 0.25}},
@@ -116,7 +137,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 
 	target := newPeerID(t)
-	res, err := c.Ping(ctx, target, 4, time.Second)
+	res, err := c.Ping(ctx, daemon.PingRequest{Peer: target, Count: 4, Timeout: time.Second})
 	if err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
@@ -129,24 +150,75 @@ func TestRoundTrip(t *testing.T) {
 		return node.PingResult{Peer: p, Path: node.PathRelayed, Pings: []node.PingRTT{{RTTMillis: 9, Path: node.PathRelayed}}},
 			errors.New("stream reset")
 	}
-	res, err = c.Ping(ctx, target, 3, 0)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Code != http.StatusBadGateway || ce.Message != "stream reset" {
-		t.Errorf("failed Ping error = %#v, want a 502 saying stream reset", err)
+	res, err = c.Ping(ctx, daemon.PingRequest{Peer: target, Count: 3})
+	var ie *daemon.InputError
+	if err == nil || err.Error() != "stream reset" || errors.As(err, &ie) {
+		t.Errorf("failed Ping error = %#v, want a failure saying stream reset", err)
 	}
 	if len(res.Pings) != 1 || res.Path != node.PathRelayed {
 		t.Errorf("failed Ping result = %+v, want the one ping done", res)
 	}
 
-	// Bad requests are 400s; wrong methods are refused.
-	for _, q := range []string{"peer=nonsense", "peer=" + target.String() + "&count=0", "peer=" + target.String() + "&timeout=soon"} {
-		err := c.do(ctx, http.MethodPost, "/v1/ping?"+q, &res)
-		if !errors.As(err, &ce) || ce.Code != http.StatusBadRequest {
-			t.Errorf("ping?%s: error %v, want a 400", q, err)
+	// Bad requests are bad input; wrong methods and versions are refused.
+	for _, body := range []string{`{"peer":"nonsense","count":1}`, `{"peer":"` + target.String() + `","count":0}`, `{"peer":1}`, `{"frobnicate":1}`} {
+		_, err := call[node.PingResult](ctx, c, "ping", json.RawMessage(body))
+		if !errors.As(err, &ie) {
+			t.Errorf("ping %s: error %v, want bad input", body, err)
 		}
 	}
-	if err := c.do(ctx, http.MethodPost, "/v1/status", &st); !errors.As(err, &ce) || ce.Code != http.StatusMethodNotAllowed {
-		t.Errorf("POST /v1/status: error %v, want a 405", err)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://p2pnode/v2/status", nil)
+	req.Header.Set(versionHeader, "2")
+	if resp, err := c.hc.Do(req); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v2/status: %v %v, want a 405", resp, err)
+	}
+}
+
+// A client and a daemon of different control API versions refuse each
+// other with an error that names both versions.
+func TestVersionMismatch(t *testing.T) {
+	home := t.TempDir()
+	serve(t, home, &fakeAPI{status: node.Status{PeerID: newPeerID(t)}})
+	c := dial(t, home)
+	ctx := context.Background()
+	for _, v := range []string{"", "1", "3"} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://p2pnode/v2/status", strings.NewReader("{}"))
+		if v != "" {
+			req.Header.Set(versionHeader, v)
+		}
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), "version 2") {
+			t.Errorf("a version %q client: %s %s, want a refusal naming version 2", v, resp.Status, body)
+		}
+	}
+	// An older client (control API 1) gets an error it can print.
+	resp, err := c.hc.Get("http://p2pnode/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old struct{ Error string }
+	_ = json.NewDecoder(resp.Body).Decode(&old)
+	resp.Body.Close()
+	if !strings.Contains(old.Error, "version 2") || !strings.Contains(old.Error, "version 1") {
+		t.Errorf("a version 1 client reads %q, want both versions named", old.Error)
+	}
+
+	// A daemon of the older schema (it answers 404 to /v2/).
+	oldHome := t.TempDir()
+	ln, err := net.Listen("unix", SocketPath(oldHome))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	_, err = dial(t, oldHome).Status(ctx)
+	if err == nil || !strings.Contains(err.Error(), "version 1") || !strings.Contains(err.Error(), "version 2") {
+		t.Errorf("Status from an older daemon: %v, want an error naming versions 1 and 2", err)
 	}
 }
 
@@ -179,7 +251,7 @@ func leaveStaleSocket(t *testing.T, home string) {
 func TestStaleSocketRemoved(t *testing.T) {
 	home := t.TempDir()
 	leaveStaleSocket(t, home)
-	serve(t, home, &fakeBackend{status: node.Status{PeerID: newPeerID(t)}})
+	serve(t, home, &fakeAPI{status: node.Status{PeerID: newPeerID(t)}})
 	if _, err := dial(t, home).Status(context.Background()); err != nil {
 		t.Fatalf("Status after replacing a stale socket: %v", err)
 	}
@@ -187,7 +259,7 @@ func TestStaleSocketRemoved(t *testing.T) {
 
 func TestAlreadyRunning(t *testing.T) {
 	home := t.TempDir()
-	s := serve(t, home, &fakeBackend{status: node.Status{PeerID: newPeerID(t)}})
+	s := serve(t, home, &fakeAPI{status: node.Status{PeerID: newPeerID(t)}})
 	if _, err := Listen(home, quiet); !errors.Is(err, ErrAlreadyRunning) {
 		t.Errorf("second Listen: %v, want ErrAlreadyRunning", err)
 	}
@@ -232,7 +304,7 @@ func TestOtherUserRefused(t *testing.T) {
 	}
 	defer s.Close()
 	s.uid = os.Getuid() + 1 // as if the daemon ran as another user
-	s.Serve(&fakeBackend{status: node.Status{PeerID: newPeerID(t)}})
+	s.Serve(&fakeAPI{status: node.Status{PeerID: newPeerID(t)}})
 	c := dial(t, home)
 	_, err = c.Status(context.Background())
 	if err == nil {
@@ -270,7 +342,7 @@ func TestCloseCancelsRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Serve(&fakeBackend{ping: func(ctx context.Context, p peer.ID, _ int) (node.PingResult, error) {
+	s.Serve(&fakeAPI{ping: func(ctx context.Context, p peer.ID, _ int) (node.PingResult, error) {
 		close(started)
 		<-ctx.Done()
 		ended <- ctx.Err()
@@ -279,7 +351,7 @@ func TestCloseCancelsRequests(t *testing.T) {
 	c := dial(t, home)
 	pingErr := make(chan error, 1)
 	go func() {
-		_, err := c.Ping(context.Background(), newPeerID(t), 1, time.Minute)
+		_, err := c.Ping(context.Background(), daemon.PingRequest{Peer: newPeerID(t), Count: 1, Timeout: time.Minute})
 		pingErr <- err
 	}()
 	select {
@@ -339,82 +411,5 @@ func TestSocketPathTooLong(t *testing.T) {
 	home := filepath.Join(t.TempDir(), strings.Repeat("d", 120))
 	if _, err := Listen(home, quiet); err == nil || !strings.Contains(err.Error(), "shorter --home") {
 		t.Errorf("Listen with a long home: %v, want an error", err)
-	}
-}
-
-// forwardingBackend is a fakeBackend that also forwards: ForwardListen
-// "listens" on listen until ctx ends, then takes drain to stop, as a forward
-// letting its open connections finish does.
-type forwardingBackend struct {
-	fakeBackend
-	peer    peer.ID
-	drain   time.Duration
-	stopped chan string
-}
-
-func (f *forwardingBackend) ForwardListen(ctx context.Context, target, listen string, ready func(string, peer.ID)) error {
-	ready(listen, f.peer)
-	<-ctx.Done()
-	time.Sleep(f.drain)
-	f.stopped <- listen
-	return nil
-}
-
-func (f *forwardingBackend) ForwardUDP(context.Context, string, string, func(string, peer.ID)) error {
-	return errors.New("not in this test")
-}
-
-func (f *forwardingBackend) ForwardStream(context.Context, string) (network.Stream, error) {
-	return nil, errors.New("not in this test")
-}
-
-// TestPersistentForwardsInStatus: status lists what forward --persist
-// started, and no longer lists it once --close returns, even while the
-// forward is still letting its connections finish; closing it again is an
-// error that lists what is open.
-func TestPersistentForwardsInStatus(t *testing.T) {
-	home := t.TempDir()
-	b := &forwardingBackend{peer: newPeerID(t), drain: 300 * time.Millisecond, stopped: make(chan string, 2)}
-	b.status.PeerID = newPeerID(t)
-	serve(t, home, b)
-	c := dial(t, home)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-
-	for _, listen := range []string{"127.0.0.1:7001", "127.0.0.1:7002"} {
-		if _, _, err := c.ForwardPersist(ctx, b.peer.String()+":ssh", listen); err != nil {
-			t.Fatalf("ForwardPersist %s: %v", listen, err)
-		}
-	}
-	st, err := c.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.PersistentForwards) != 2 || st.PersistentForwards[0].Listen != "127.0.0.1:7001" ||
-		st.PersistentForwards[1].Listen != "127.0.0.1:7002" || st.PersistentForwards[0].Peer != b.peer ||
-		st.PersistentForwards[0].Target != b.peer.String()+":ssh" {
-		t.Fatalf("status lists %+v, want the two forwards, oldest first", st.PersistentForwards)
-	}
-
-	if err := c.CloseForward(ctx, "127.0.0.1:7001"); err != nil {
-		t.Fatalf("CloseForward: %v", err)
-	}
-	if st, _ = c.Status(ctx); len(st.PersistentForwards) != 1 || st.PersistentForwards[0].Listen != "127.0.0.1:7002" {
-		t.Errorf("right after --close, status lists %+v, want only 127.0.0.1:7002", st.PersistentForwards)
-	}
-	err = c.CloseForward(ctx, "127.0.0.1:7001")
-	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:7002") {
-		t.Errorf("closing it again: %v, want an error listing 127.0.0.1:7002", err)
-	}
-	select {
-	case got := <-b.stopped:
-		if got != "127.0.0.1:7001" {
-			t.Errorf("stopped %s, want 127.0.0.1:7001", got)
-		}
-	case <-ctx.Done():
-		t.Fatal("the closed forward never stopped")
-	}
-	if st, _ = c.Status(ctx); len(st.PersistentForwards) != 1 {
-		t.Errorf("after the closed forward stopped, status lists %+v, want only 127.0.0.1:7002", st.PersistentForwards)
 	}
 }
