@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,21 +28,24 @@ const (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	ctx, stop := stopOnSignal()
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// run executes the command line args and returns the process exit code.
-func run(args []string) int {
-	ctx, stop := stopOnSignal()
-	defer stop()
-
+// run executes the command line args, with results on stdout and logs and
+// errors on stderr, and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(os.Stderr, "p2pnode: %s\n", oneLine(err))
+	fmt.Fprintf(stderr, "p2pnode: %s\n", err)
 	var ue *usageError
 	var ie *daemon.InputError
 	if errors.As(err, &ue) || errors.As(err, &ie) {
@@ -142,10 +146,4 @@ func cobraArgs(v cobra.PositionalArgs) cobra.PositionalArgs {
 		}
 		return nil
 	}
-}
-
-// oneLine keeps an error message to one line on stderr, as the CLI contract
-// asks; multi-problem errors (a config file) keep their lines, indented.
-func oneLine(err error) string {
-	return err.Error()
 }

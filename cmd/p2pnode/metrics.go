@@ -18,11 +18,8 @@ import (
 // global default, so that nothing registered elsewhere leaks in, and tests
 // can run several nodes in one process) that holds the Go runtime's and the
 // process's collectors; go-libp2p's and p2pnode's metrics go to the
-// returned registerer. A bad or busy address is an error.
+// returned registerer. A busy address is an error (nodeConfig checked its form).
 func serveMetrics(g *globalFlags, addr string) (_ prometheus.Registerer, stop func(), err error) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, nil, usagef("bad --metrics %q: expected HOST:PORT, e.g. 127.0.0.1:9090 (%v)", addr, err)
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -80,6 +81,9 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, r role) (node.
 	}
 	if f.fs.Changed("nat-port-map") {
 		cfg.NATPortMap = f.natPortMap
+	}
+	if _, _, err := net.SplitHostPort(f.metrics); f.metrics != "" && err != nil {
+		return cfg, usagef("bad --metrics %q: expected HOST:PORT, e.g. 127.0.0.1:9090 (%v)", f.metrics, err)
 	}
 	listen := file.Node.Listen
 	switch r {
