@@ -256,14 +256,32 @@ func (s *Server) handle(str network.Stream) {
 	}
 	defer s.untrack(str)
 
-	remote := str.Conn().RemotePeer()
-	log := s.cfg.log.With("peer", remote)
+	log := s.cfg.log.With("peer", str.Conn().RemotePeer())
+	req, ok := s.receive(str, log)
+	if !ok {
+		return
+	}
+	log = log.With("service", req.Service)
+	svc, ok := s.authorize(str, req, log)
+	if !ok {
+		return
+	}
+	if svc.UDP {
+		s.relayUDP(str, svc, log)
+		return
+	}
+	s.forwardTCP(str, svc, log)
+}
 
+// receive attaches str to the forward service's resource scope and reads
+// its request within requestTimeout; when it cannot, it answers or resets
+// str itself and reports false.
+func (s *Server) receive(str network.Stream, log *slog.Logger) (request, bool) {
 	if err := str.Scope().SetService(ServiceName); err != nil {
 		log.Warn("forward stream refused by the resource manager", "err", err)
 		// The code lets the dialer say "resource limits reached".
 		_ = str.ResetWithError(network.StreamResourceLimitExceeded)
-		return
+		return request{}, false
 	}
 	// The request must arrive within requestTimeout; each response write
 	// gets its own deadline (see respond), and the target dial its own
@@ -271,26 +289,30 @@ func (s *Server) handle(str network.Stream) {
 	if err := str.SetReadDeadline(time.Now().Add(s.cfg.requestTimeout)); err != nil {
 		log.Debug("cannot set a deadline on the forward stream", "err", err)
 		_ = str.Reset()
-		return
+		return request{}, false
 	}
-
 	req, err := readRequest(str)
-	if err != nil {
-		switch {
-		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, network.ErrReset):
-			log.Debug("forward stream ended before its request", "err", err)
-			_ = str.Reset()
-		case isTimeout(err):
-			log.Info("forward request not received in time", "timeout", s.cfg.requestTimeout)
-			s.reject(str, StatusBadRequest, fmt.Sprintf("no request received within %v", s.cfg.requestTimeout))
-		default:
-			log.Info("bad forward request", "err", err)
-			s.reject(str, StatusBadRequest, err.Error())
-		}
-		return
+	switch {
+	case err == nil:
+		return req, true
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, network.ErrReset):
+		log.Debug("forward stream ended before its request", "err", err)
+		_ = str.Reset()
+	case isTimeout(err):
+		log.Info("forward request not received in time", "timeout", s.cfg.requestTimeout)
+		s.reject(str, StatusBadRequest, fmt.Sprintf("no request received within %v", s.cfg.requestTimeout))
+	default:
+		log.Info("bad forward request", "err", err)
+		s.reject(str, StatusBadRequest, err.Error())
 	}
-	log = log.With("service", req.Service)
+	return request{}, false
+}
 
+// authorize returns the service req asks for if it exists for str's
+// protocol (TCP or UDP) and the remote peer may use it; otherwise it
+// refuses str and reports false.
+func (s *Server) authorize(str network.Stream, req request, log *slog.Logger) (Service, bool) {
+	remote := str.Conn().RemotePeer()
 	udp := str.Protocol() == UDPProtocolID
 	svc, ok := s.services[req.Service]
 	if ok && svc.UDP != udp {
@@ -304,19 +326,20 @@ func (s *Server) handle(str network.Stream) {
 		// The requested name is the remote's to choose: not a metric label.
 		s.cfg.metrics.refused("serve", "", StatusNoSuchService)
 		s.refuse(str, StatusNoSuchService, fmt.Sprintf("this peer offers no service %q", req.Service))
-		return
+		return Service{}, false
 	}
 	if _, allowed := s.allow[svc.Name][remote]; !allowed && !svc.Public {
 		log.Warn("forward denied: peer is not on the allow list")
 		s.cfg.metrics.refused("serve", svc.Name, StatusDenied)
 		s.refuse(str, StatusDenied, fmt.Sprintf("peer %s is not on the allow list of service %q", remote, svc.Name))
-		return
+		return Service{}, false
 	}
+	return svc, true
+}
 
-	if udp {
-		s.relayUDP(str, svc, log)
-		return
-	}
+// forwardTCP dials svc's target, answers OK and pumps bytes between the
+// target and str until both sides are done.
+func (s *Server) forwardTCP(str network.Stream, svc Service, log *slog.Logger) {
 	// The only address ever dialled is the exposed Target of a service that
 	// exists; nothing in the request can change it.
 	dialer := net.Dialer{Timeout: s.cfg.dialTimeout}

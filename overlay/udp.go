@@ -166,13 +166,7 @@ func (f *Forwarder) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 	stopClose := context.AfterFunc(ctx, func() { _ = pc.Close() })
 	defer stopClose()
 
-	type session struct {
-		str  network.Stream
-		idle *idleTimer
-	}
-	var mu sync.Mutex
-	sessions := map[string]*session{}
-	opts := append([]DialOption{WithUDP()}, f.DialOptions...)
+	sessions := &udpSessions{f: f, pc: pc, byKey: map[string]*udpSession{}}
 	buf := make([]byte, MaxDatagram)
 	for {
 		n, src, err := pc.ReadFrom(buf)
@@ -182,53 +176,77 @@ func (f *Forwarder) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 			}
 			return fmt.Errorf("read on %s: %w", pc.LocalAddr(), err)
 		}
-		key := src.String()
-		mu.Lock()
-		sess := sessions[key]
-		mu.Unlock()
+		sess := sessions.get(ctx, &wg, src)
 		if sess == nil {
-			if err := f.prepare(ctx); err != nil {
-				f.log().Warn("UDP datagrams not forwarded", "client", key, "err", err)
-				continue
-			}
-			str, err := Dial(ctx, f.Host, f.Peer, f.Service, opts...)
-			if err != nil {
-				f.log().Warn("UDP datagrams not forwarded", "client", key, "err", err)
-				continue
-			}
-			sess = &session{str: str}
-			sess.idle = newIdleTimer(DefaultUDPIdleTimeout, func() { _ = str.Reset() })
-			mu.Lock()
-			sessions[key] = sess
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() {
-					sess.idle.stop()
-					_ = str.Reset()
-					mu.Lock()
-					delete(sessions, key)
-					mu.Unlock()
-				}()
-				stop := context.AfterFunc(ctx, func() { _ = str.Reset() })
-				defer stop()
-				rbuf := make([]byte, MaxDatagram)
-				for {
-					d, err := readDatagram(str, rbuf)
-					if err != nil {
-						return
-					}
-					sess.idle.touch()
-					if _, err := pc.WriteTo(d, src); err != nil {
-						return
-					}
-				}
-			}()
+			continue
 		}
 		sess.idle.touch()
 		if err := writeDatagram(sess.str, buf[:n]); err != nil {
 			_ = sess.str.Reset()
 		}
 	}
+}
+
+// udpSession is one local source address's stream to the UDP service.
+type udpSession struct {
+	str  network.Stream
+	idle *idleTimer
+}
+
+// udpSessions are a ServeUDP's sessions, by source address.
+type udpSessions struct {
+	f     *Forwarder
+	pc    net.PacketConn
+	mu    sync.Mutex
+	byKey map[string]*udpSession
+}
+
+// get returns src's session, opening its stream (and the goroutine, owned
+// by wg, that carries the answers back to src) for a new source; nil when
+// the stream cannot be opened, which is logged.
+func (u *udpSessions) get(ctx context.Context, wg *sync.WaitGroup, src net.Addr) *udpSession {
+	key := src.String()
+	u.mu.Lock()
+	sess := u.byKey[key]
+	u.mu.Unlock()
+	if sess != nil {
+		return sess
+	}
+	if err := u.f.prepare(ctx); err != nil {
+		u.f.log().Warn("UDP datagrams not forwarded", "client", key, "err", err)
+		return nil
+	}
+	str, err := Dial(ctx, u.f.Host, u.f.Peer, u.f.Service, append([]DialOption{WithUDP()}, u.f.DialOptions...)...)
+	if err != nil {
+		u.f.log().Warn("UDP datagrams not forwarded", "client", key, "err", err)
+		return nil
+	}
+	sess = &udpSession{str: str}
+	sess.idle = newIdleTimer(DefaultUDPIdleTimeout, func() { _ = str.Reset() })
+	u.mu.Lock()
+	u.byKey[key] = sess
+	u.mu.Unlock()
+	wg.Go(func() {
+		defer func() {
+			sess.idle.stop()
+			_ = str.Reset()
+			u.mu.Lock()
+			delete(u.byKey, key)
+			u.mu.Unlock()
+		}()
+		stop := context.AfterFunc(ctx, func() { _ = str.Reset() })
+		defer stop()
+		rbuf := make([]byte, MaxDatagram)
+		for {
+			d, err := readDatagram(str, rbuf)
+			if err != nil {
+				return
+			}
+			sess.idle.touch()
+			if _, err := u.pc.WriteTo(d, src); err != nil {
+				return
+			}
+		}
+	})
+	return sess
 }

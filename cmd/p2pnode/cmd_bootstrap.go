@@ -11,10 +11,14 @@ import (
 	"github.com/p2pnode/p2pnode/node"
 )
 
+type bootstrapArgs struct {
+	node       nodeFlags
+	relayAllow []string
+	maxPeers   int
+}
+
 func newBootstrapCmd(g *globalFlags) *cobra.Command {
-	var nf nodeFlags
-	var relayAllow []string
-	var maxPeers int
+	var a bootstrapArgs
 	cmd := &cobra.Command{
 		Use:   "bootstrap",
 		Short: "Run a bootstrap node: DHT server, circuit relay v2, AutoNAT server",
@@ -27,59 +31,58 @@ other peers' --bootstrap.
 A bootstrap node is the first node of a network: it joins other bootstrap
 peers only when --bootstrap (or [node] bootstrap in config.toml) names them.`,
 		Args: cobraArgs(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if maxPeers < 1 {
-				return usagef("bad --max-peers %d: must be positive", maxPeers)
-			}
-			file, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			authorized, err := file.Bootstrap.RelayAllowedPeers()
-			if err != nil {
-				return asUsage(err)
-			}
-			for _, s := range relayAllow {
-				id, err := config.ParsePeerID(s)
-				if err != nil {
-					return usagef("bad --relay-allow: %v", err)
-				}
-				authorized = append(authorized, id)
-			}
-			run, err := startNode(g, &nf, roleBootstrap, file, func(cfg *node.Config) {
-				cfg.HostOptions = bootstrap.HostOptions()
-				// Every peer joins the bootstrap node and many hold a
-				// relay reservation: the connection manager must not trim
-				// them, and the resource manager must not stop at its
-				// memory-scaled default (252 here, 64 on a 1 GiB VPS;
-				// bench/capacity.sh).
-				cfg.MaxPeers = maxPeers
-				cfg.ConnLowWater, cfg.ConnHighWater = maxPeers*7/8, maxPeers
-			})
-			if err != nil {
-				return err
-			}
-			defer run.stop()
-			n := run.node
-			svc, err := bootstrap.Start(n.Host, bootstrap.Config{Logger: g.logger, RelayAuthorized: authorized, Relay: relayResources(maxPeers)})
-			if err != nil {
-				return err
-			}
-			defer svc.Close()
-
-			for _, a := range n.FullAddrs() {
-				fmt.Fprintln(cmd.OutOrStdout(), a)
-			}
-			g.logger.Info("bootstrap node running", "peer_id", n.ID())
-			<-cmd.Context().Done()
-			g.logger.Info("shutting down")
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.run(cmd, g) },
 	}
-	nf.register(cmd.Flags(), "listen", true)
-	cmd.Flags().IntVar(&maxPeers, "max-peers", 4096, "peers this node accepts at once (about 100 KiB of memory each)")
-	cmd.Flags().StringArrayVar(&relayAllow, "relay-allow", nil, "peer ID whose relayed connections to other --relay-allow peers are not limited (repeatable; adds to [bootstrap] relay_allow)")
+	a.node.register(cmd.Flags(), "listen", true)
+	cmd.Flags().IntVar(&a.maxPeers, "max-peers", 4096, "peers this node accepts at once (about 100 KiB of memory each)")
+	cmd.Flags().StringArrayVar(&a.relayAllow, "relay-allow", nil, "peer ID whose relayed connections to other --relay-allow peers are not limited (repeatable; adds to [bootstrap] relay_allow)")
 	return cmd
+}
+
+func (a *bootstrapArgs) run(cmd *cobra.Command, g *globalFlags) error {
+	if a.maxPeers < 1 {
+		return usagef("bad --max-peers %d: must be positive", a.maxPeers)
+	}
+	file, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	authorized, err := file.Bootstrap.RelayAllowedPeers()
+	if err != nil {
+		return asUsage(err)
+	}
+	for _, s := range a.relayAllow {
+		id, err := config.ParsePeerID(s)
+		if err != nil {
+			return usagef("bad --relay-allow: %v", err)
+		}
+		authorized = append(authorized, id)
+	}
+	run, err := startNode(g, &a.node, roleBootstrap, file, func(cfg *node.Config) {
+		cfg.HostOptions = bootstrap.HostOptions()
+		// Every peer joins the bootstrap node and many hold a relay
+		// reservation: the connection manager must not trim them, and the
+		// resource manager must not stop at its memory-scaled default (252
+		// here, 64 on a 1 GiB VPS; bench/capacity.sh).
+		cfg.MaxPeers = a.maxPeers
+		cfg.ConnLowWater, cfg.ConnHighWater = a.maxPeers*7/8, a.maxPeers
+	})
+	if err != nil {
+		return err
+	}
+	defer run.stop()
+	svc, err := bootstrap.Start(run.node.Host, bootstrap.Config{Logger: g.logger, RelayAuthorized: authorized, Relay: relayResources(a.maxPeers)})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	for _, addr := range run.node.FullAddrs() {
+		fmt.Fprintln(cmd.OutOrStdout(), addr)
+	}
+	g.logger.Info("bootstrap node running", "peer_id", run.node.ID())
+	<-cmd.Context().Done()
+	g.logger.Info("shutting down")
+	return nil
 }
 
 // relayResources sizes the relay for maxPeers: go-libp2p's defaults (128

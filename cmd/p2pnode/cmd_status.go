@@ -76,23 +76,9 @@ func printStatus(w io.Writer, st daemon.Status, now time.Time) {
 		}
 	}
 	row("peer ID", st.PeerID.String())
-	reach := string(st.Reachability)
-	if !st.ReachabilitySince.IsZero() {
-		reach += " since " + ago(now, st.ReachabilitySince)
-	}
-	if st.AutoNATv1 != st.Reachability {
-		reach += fmt.Sprintf(" (AutoNAT v1: %s)", st.AutoNATv1)
-	}
-	row("reachability", reach)
+	row("reachability", describeReachability(st, now))
 	if len(st.ReachableAddrs) > 0 || len(st.UnreachableAddrs) > 0 {
-		var v []string
-		for _, a := range st.ReachableAddrs {
-			v = append(v, a+" reachable")
-		}
-		for _, a := range st.UnreachableAddrs {
-			v = append(v, a+" unreachable")
-		}
-		row("AutoNAT v2", v...)
+		row("AutoNAT v2", append(suffixed(st.ReachableAddrs, " reachable"), suffixed(st.UnreachableAddrs, " unreachable")...)...)
 	}
 	row("NAT mapping", fmt.Sprintf("TCP %s, UDP %s", st.NATMapping.TCP, st.NATMapping.UDP))
 	row("listen addresses", st.ListenAddrs...)
@@ -124,13 +110,36 @@ func printStatus(w io.Writer, st daemon.Status, now time.Time) {
 	}
 	row("persistent forwards", fwds...)
 	tw.Flush()
-	if len(st.Connections) == 0 {
+	printConnections(w, st.Connections, now)
+}
+
+func describeReachability(st daemon.Status, now time.Time) string {
+	reach := string(st.Reachability)
+	if !st.ReachabilitySince.IsZero() {
+		reach += " since " + ago(now, st.ReachabilitySince)
+	}
+	if st.AutoNATv1 != st.Reachability {
+		reach += fmt.Sprintf(" (AutoNAT v1: %s)", st.AutoNATv1)
+	}
+	return reach
+}
+
+func suffixed(ss []string, suffix string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = s + suffix
+	}
+	return out
+}
+
+// printConnections writes the table of connections, if any.
+func printConnections(w io.Writer, conns []node.ConnStatus, now time.Time) {
+	if len(conns) == 0 {
 		return
 	}
-
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  PEER\tPATH\tTRANSPORT\tDIRECTION\tRTT\tOPENED\tREMOTE ADDRESS")
-	for _, c := range st.Connections {
+	for _, c := range conns {
 		rtt := "-"
 		if c.RTTMillis > 0 {
 			rtt = fmt.Sprintf("%.2f ms", c.RTTMillis)
