@@ -11,6 +11,8 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/p2pnode/p2pnode/overlay"
 )
 
 // keyInfo describes a key of the schema.
@@ -260,7 +262,7 @@ func (p *positions) place(segs []string) (where string, rest []string) {
 
 // servicePlace names the i-th (0-based) [[service]] table.
 func servicePlace(i int, name string) string {
-	if name != "" && CheckServiceName(name) == nil {
+	if name != "" && overlay.CheckServiceName(name) == nil {
 		return fmt.Sprintf("[[service]] %q", name)
 	}
 	return fmt.Sprintf("[[service]] #%d", i+1)
