@@ -252,30 +252,19 @@ func (n Node) ListenAddrs() ([]multiaddr.Multiaddr, error) {
 // are merged). It returns nil when Bootstrap is empty, which means: use
 // libp2p's public default bootstrap peers.
 func (n Node) BootstrapPeers() ([]peer.AddrInfo, error) {
-	if len(n.Bootstrap) == 0 {
-		return nil, nil
-	}
-	addrs := make([]multiaddr.Multiaddr, 0, len(n.Bootstrap))
-	var order []peer.ID
+	var infos []peer.AddrInfo
 	for _, s := range n.Bootstrap {
 		m, id, err := ParseBootstrapAddr(s)
 		if err != nil {
 			return nil, err
 		}
-		addrs = append(addrs, m)
-		if !slices.Contains(order, id) {
-			order = append(order, id)
+		i := slices.IndexFunc(infos, func(a peer.AddrInfo) bool { return a.ID == id })
+		if i < 0 {
+			i, infos = len(infos), append(infos, peer.AddrInfo{ID: id})
 		}
+		transport, _ := peer.SplitAddr(m)
+		infos[i].Addrs = append(infos[i].Addrs, transport)
 	}
-	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
-	if err != nil {
-		return nil, err
-	}
-	// AddrInfosFromP2pAddrs returns the peers in map order; give them back
-	// in file order so that logs and retries are predictable.
-	slices.SortFunc(infos, func(a, b peer.AddrInfo) int {
-		return slices.Index(order, a.ID) - slices.Index(order, b.ID)
-	})
 	return infos, nil
 }
 
