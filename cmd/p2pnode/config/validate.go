@@ -214,6 +214,7 @@ func ParsePeerIDs(what string, ss []string) ([]peer.ID, error) {
 		id, err := ParsePeerID(s)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("bad %s: %w", what, err))
+			continue
 		}
 		ids = append(ids, id)
 	}
