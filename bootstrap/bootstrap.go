@@ -6,6 +6,11 @@
 // A bootstrap node is public by its operator's word: it is the first node of
 // a network, so no other node can AutoNAT it. Joining the network (the
 // bootstrap peer list, dialing with backoff) is package node's job.
+//
+// The caller that builds the host for this role gives it [HostOptions], the
+// connection limits of [ConnLimits] and a DHT in server mode (joining no
+// other bootstrap peer when it is the first of its network), then calls
+// [Start] with the relay resources of [Resources].
 package bootstrap
 
 import (
@@ -49,6 +54,31 @@ func HostOptions() []libp2p.Option {
 		// one every peer asks.
 		libp2p.AutoNATServiceRateLimit(300, 6, time.Minute),
 	}
+}
+
+// Resources sizes the relay v2 service for a bootstrap node that accepts
+// maxPeers peers at once: go-libp2p's defaults (128 reservations, 8 per IP
+// address, 32 per ASN) refuse the 129th private peer, which then cannot be
+// reached by peer ID. It keeps the defaults' circuit limit (2 min, 128 KiB
+// each way) and raises the reservation counts to half of maxPeers in all, an
+// eighth per ASN and 32 per IP address (several peers behind one NAT).
+// Pass it as Config.Relay.
+func Resources(maxPeers int) *relayv2.Resources {
+	r := relayv2.DefaultResources()
+	r.MaxReservations = max(r.MaxReservations, maxPeers/2)
+	r.MaxReservationsPerIP = 32
+	r.MaxReservationsPerASN = max(r.MaxReservationsPerASN, maxPeers/8)
+	return &r
+}
+
+// ConnLimits returns the connection manager's low and high water marks
+// (counts of connections) for a bootstrap node that accepts maxPeers peers:
+// every peer joins it and many hold a relay reservation on it, so it must
+// not trim connections before maxPeers; it trims back to seven eighths of
+// maxPeers. The caller also lifts the resource manager's connection limits
+// to maxPeers (its memory-scaled defaults stop at 252, or 64 on a 1 GiB VPS).
+func ConnLimits(maxPeers int) (low, high int) {
+	return maxPeers * 7 / 8, maxPeers
 }
 
 // Service is a running bootstrap role. Close stops the relay service; the

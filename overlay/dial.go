@@ -231,7 +231,7 @@ func openStream(ctx context.Context, h host.Host, p peer.ID, service string, opt
 	if p == h.ID() {
 		return ctx, nil, cfg, fmt.Errorf("peer %s is this node itself; forward to another peer or connect to the service directly", p)
 	}
-	if err := checkName(service); err != nil {
+	if err := CheckServiceName(service); err != nil {
 		return ctx, nil, cfg, fmt.Errorf("service name %q: %w", service, err)
 	}
 	if cfg.allowLimited {

@@ -64,7 +64,7 @@ func (f *Forwarder) check() error {
 	case f.Peer == "":
 		return errors.New("overlay: Forwarder.Peer is empty")
 	}
-	if err := checkName(f.Service); err != nil {
+	if err := CheckServiceName(f.Service); err != nil {
 		return fmt.Errorf("service name %q: %w", f.Service, err)
 	}
 	return nil

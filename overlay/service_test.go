@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -119,5 +120,58 @@ func TestValidateServices(t *testing.T) {
 				t.Errorf("error has %d lines; want one per problem (%d):\n%v", got, want, err)
 			}
 		})
+	}
+}
+
+func TestCheckServiceName(t *testing.T) {
+	for _, name := range []string{"ssh", "22", "web.app", "a", "A-b_c.d", strings.Repeat("x", 63)} {
+		if err := CheckServiceName(name); err != nil {
+			t.Errorf("CheckServiceName(%q) = %v", name, err)
+		}
+	}
+	for _, name := range []string{"", "-ssh", ".x", "_x", "my service", "ssh/1", "ssh:x", "é", strings.Repeat("x", 64)} {
+		if err := CheckServiceName(name); err == nil {
+			t.Errorf("CheckServiceName(%q) succeeded", name)
+		}
+	}
+}
+
+func TestCheckTarget(t *testing.T) {
+	for _, target := range []string{"127.0.0.1:22", "[::1]:22", "[fe80::1%eth0]:22", "localhost:8080", "db.internal.:5432", "host_1:1", "10.0.0.1:65535", "127.0.0.1:022"} {
+		if err := CheckTarget(target); err != nil {
+			t.Errorf("CheckTarget(%q) = %v", target, err)
+		}
+	}
+	tests := []struct {
+		target      string
+		part, value string // of the *TargetError
+		msg         string // in its Error()
+	}{
+		{"", "", "", "missing port"},
+		{"22", "", "", `target "22" is not HOST:PORT`},
+		{"::1:22", "", "", "IPv6 address must be in brackets"},
+		{"[::1:22", "", "", "missing ']'"},
+		{":22", "host", "", "empty host"},
+		{"bad host:22", "host", "bad host", `host "bad host" is neither`},
+		{"a..b:1", "host", "a..b", "neither"},
+		{"-a:1", "host", "-a", "neither"},
+		{"127.0.0.1:", "port", "", "missing port"},
+		{"127.0.0.1:ssh", "port", "ssh", `port "ssh" is not a number`},
+		{"127.0.0.1:+22", "port", "+22", `port "+22"`},
+		{"127.0.0.1:-1", "port", "-1", `port "-1"`},
+		{"127.0.0.1:0", "port", "0", `target "127.0.0.1:0": port "0" is not a number between 1 and 65535`},
+		{"127.0.0.1:70000", "port", "70000", `port "70000"`},
+	}
+	for _, tc := range tests {
+		err := CheckTarget(tc.target)
+		var te *TargetError
+		if !errors.As(err, &te) {
+			t.Errorf("CheckTarget(%q) = %v; want a *TargetError", tc.target, err)
+			continue
+		}
+		if te.Target != tc.target || te.Part != tc.part || te.Value != tc.value {
+			t.Errorf("CheckTarget(%q) = %+v; want part %q, value %q", tc.target, te, tc.part, tc.value)
+		}
+		contains(t, "error", err.Error(), tc.msg)
 	}
 }

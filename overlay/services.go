@@ -90,7 +90,7 @@ func ListServices(ctx context.Context, h host.Host, p peer.ID, opts ...DialOptio
 		return nil, fmt.Errorf("peer %s sent a bad services answer: %w", p, err)
 	}
 	for _, n := range names {
-		if checkName(n) != nil {
+		if CheckServiceName(n) != nil {
 			return nil, fmt.Errorf("peer %s sent a bad service name %q", p, n)
 		}
 	}

@@ -98,7 +98,7 @@ var errEmptyRequest = errors.New("empty request: expected a version byte and a s
 
 // encodeRequest returns the request body (without the length prefix).
 func encodeRequest(r request) ([]byte, error) {
-	if err := checkName(r.Service); err != nil {
+	if err := CheckServiceName(r.Service); err != nil {
 		return nil, fmt.Errorf("service name %q: %w", r.Service, err)
 	}
 	body := make([]byte, 0, 1+len(r.Service))
@@ -120,7 +120,7 @@ func decodeRequest(body []byte) (request, error) {
 		return request{}, fmt.Errorf("request version %d is not supported; this peer speaks version %d", body[0], RequestVersion)
 	}
 	name := string(body[1:])
-	if err := checkName(name); err != nil {
+	if err := CheckServiceName(name); err != nil {
 		return request{}, fmt.Errorf("requested service name %q is not valid: %w", name, err)
 	}
 	return request{Service: name}, nil

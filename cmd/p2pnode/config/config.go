@@ -30,25 +30,27 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	toml "github.com/pelletier/go-toml/v2"
+
+	"github.com/p2pnode/p2pnode/node"
 )
 
 // FileName is the name of the config file inside p2pnode's home directory
 // (--home, $P2PNODE_HOME, default $XDG_CONFIG_HOME/p2pnode).
 const FileName = "config.toml"
 
-// defaultListen is the default value of [node] listen: TCP and QUIC on port
-// 4001, on every IPv4 and IPv6 address. [Default] returns a copy.
-var defaultListen = []string{
-	"/ip4/0.0.0.0/tcp/4001",
-	"/ip4/0.0.0.0/udp/4001/quic-v1",
-	"/ip6/::/tcp/4001",
-	"/ip6/::/udp/4001/quic-v1",
-}
+// defaultListen is the default value of [node] listen: node's
+// DefaultListenAddrs, as strings. [Default] returns a copy.
+var defaultListen = func() []string {
+	var ss []string
+	for _, m := range node.DefaultListenAddrs() {
+		ss = append(ss, m.String())
+	}
+	return ss
+}()
 
-// DefaultDHTProtocolPrefix is the default value of [node]
-// dht_protocol_prefix. It gives the DHT protocol /ipfs/kad/1.0.0, the public
-// Amino DHT.
-const DefaultDHTProtocolPrefix = "/ipfs"
+// defaultDHTProtocolPrefix is the default value of [node]
+// dht_protocol_prefix: node's, which gives the public Amino DHT.
+const defaultDHTProtocolPrefix = string(node.DefaultDHTProtocolPrefix)
 
 // File is the content of config.toml, with defaults filled in.
 type File struct {
@@ -85,10 +87,9 @@ type File struct {
 type Node struct {
 	// Listen lists the multiaddrs to listen on, for example
 	// "/ip4/0.0.0.0/tcp/4001" or "/ip4/0.0.0.0/udp/4001/quic-v1".
-	// Default: TCP and QUIC on port 4001, IPv4 and IPv6
-	// ("/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1",
-	// "/ip6/::/tcp/4001", "/ip6/::/udp/4001/quic-v1"). An explicit empty
-	// list is an error. Each multiaddr is checked by [ParseListenAddr].
+	// Default: [node.DefaultListenAddrs] (TCP and QUIC on port 4001, IPv4
+	// and IPv6). An explicit empty list is an error. Each multiaddr is
+	// checked by [ParseListenAddr].
 	Listen []string `toml:"listen"`
 
 	// Bootstrap lists the bootstrap peers as full multiaddrs that end in
@@ -103,7 +104,7 @@ type Node struct {
 	NATPortMap bool `toml:"nat_port_map"`
 
 	// DHTProtocolPrefix is the protocol prefix of the Kademlia DHT: the DHT
-	// protocol is PREFIX/kad/1.0.0. Default: [DefaultDHTProtocolPrefix]
+	// protocol is PREFIX/kad/1.0.0. Default: [node.DefaultDHTProtocolPrefix]
 	// ("/ipfs", the public Amino DHT).
 	DHTProtocolPrefix string `toml:"dht_protocol_prefix"`
 }
@@ -113,12 +114,12 @@ type Node struct {
 // A service with an empty allow list and public = false is valid and
 // reachable by no peer (default deny); callers may warn about it.
 type Service struct {
-	// Name is what peers ask for, e.g. "ssh". It matches
-	// [A-Za-z0-9][A-Za-z0-9._-]{0,62}. Required, unique in the file.
+	// Name is what peers ask for, e.g. "ssh"; see
+	// [overlay.CheckServiceName]. Required, unique in the file.
 	Name string `toml:"name"`
 
 	// Target is the host:port this node connects to for each forwarded
-	// connection, e.g. "127.0.0.1:22"; port 1-65535. Required.
+	// connection, e.g. "127.0.0.1:22"; see [CheckTarget]. Required.
 	Target string `toml:"target"`
 
 	// Allow lists the peer IDs that may use the service.
@@ -147,32 +148,19 @@ type Bootstrap struct {
 }
 
 // PinnedPeers returns the peer IDs name is pinned to, or nil if it is not.
+// The error is [ParsePeerIDs']: one line per bad peer ID.
 func (f *File) PinnedPeers(name string) ([]peer.ID, error) {
-	ids := make([]peer.ID, 0, len(f.Names[name]))
-	for _, s := range f.Names[name] {
-		id, err := ParsePeerID(s)
-		if err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
+	ids, err := ParsePeerIDs(fmt.Sprintf("peer ID for name %q in [names]", name), f.Names[name])
 	if len(ids) == 0 {
-		return nil, nil
+		return nil, err
 	}
-	return ids, nil
+	return ids, err
 }
 
-// RelayAllowedPeers returns RelayAllow parsed as peer IDs.
+// RelayAllowedPeers returns RelayAllow parsed as peer IDs. The error is
+// [ParsePeerIDs']: one line per bad peer ID.
 func (b Bootstrap) RelayAllowedPeers() ([]peer.ID, error) {
-	ids := make([]peer.ID, 0, len(b.RelayAllow))
-	for _, a := range b.RelayAllow {
-		id, err := ParsePeerID(a)
-		if err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, nil
+	return ParsePeerIDs(`value for "relay_allow" in [bootstrap]`, b.RelayAllow)
 }
 
 // Default returns the configuration used when no config file exists. Every
@@ -182,7 +170,7 @@ func Default() *File {
 		Node: Node{
 			Listen:            slices.Clone(defaultListen),
 			NATPortMap:        true,
-			DHTProtocolPrefix: DefaultDHTProtocolPrefix,
+			DHTProtocolPrefix: defaultDHTProtocolPrefix,
 		},
 	}
 }
@@ -264,53 +252,26 @@ func (n Node) ListenAddrs() ([]multiaddr.Multiaddr, error) {
 // are merged). It returns nil when Bootstrap is empty, which means: use
 // libp2p's public default bootstrap peers.
 func (n Node) BootstrapPeers() ([]peer.AddrInfo, error) {
-	if len(n.Bootstrap) == 0 {
-		return nil, nil
-	}
-	addrs := make([]multiaddr.Multiaddr, 0, len(n.Bootstrap))
-	var order []peer.ID
+	var infos []peer.AddrInfo
 	for _, s := range n.Bootstrap {
 		m, id, err := ParseBootstrapAddr(s)
 		if err != nil {
 			return nil, err
 		}
-		addrs = append(addrs, m)
-		if !slices.Contains(order, id) {
-			order = append(order, id)
+		i := slices.IndexFunc(infos, func(a peer.AddrInfo) bool { return a.ID == id })
+		if i < 0 {
+			i, infos = len(infos), append(infos, peer.AddrInfo{ID: id})
 		}
+		transport, _ := peer.SplitAddr(m)
+		infos[i].Addrs = append(infos[i].Addrs, transport)
 	}
-	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
-	if err != nil {
-		return nil, err
-	}
-	// AddrInfosFromP2pAddrs returns the peers in map order; give them back
-	// in file order so that logs and retries are predictable.
-	slices.SortFunc(infos, func(a, b peer.AddrInfo) int {
-		return slices.Index(order, a.ID) - slices.Index(order, b.ID)
-	})
 	return infos, nil
 }
 
-// AllowedPeers returns Allow parsed as peer IDs.
+// AllowedPeers returns Allow parsed as peer IDs. The error is
+// [ParsePeerIDs']: one line per bad peer ID.
 func (s Service) AllowedPeers() ([]peer.ID, error) {
-	ids := make([]peer.ID, 0, len(s.Allow))
-	for _, a := range s.Allow {
-		id, err := ParsePeerID(a)
-		if err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, nil
-}
-
-// BootstrapListenAddrs returns the multiaddrs `p2pnode bootstrap` listens
-// on: [bootstrap] listen when it is set, [node] listen otherwise.
-func (f *File) BootstrapListenAddrs() ([]multiaddr.Multiaddr, error) {
-	if f.Bootstrap.Listen != nil {
-		return ParseListenAddrs(f.Bootstrap.Listen)
-	}
-	return f.Node.ListenAddrs()
+	return ParsePeerIDs(fmt.Sprintf("value for \"allow\" of service %q", s.Name), s.Allow)
 }
 
 // ParseListenAddrs parses each of ss with [ParseListenAddr] and returns the

@@ -205,16 +205,6 @@ func TestLoadFullFile(t *testing.T) {
 	if allowed, err := f.Services[1].AllowedPeers(); err != nil || len(allowed) != 0 {
 		t.Errorf("AllowedPeers() of a public service = %v, %v", allowed, err)
 	}
-
-	bl, err := f.BootstrapListenAddrs()
-	if err != nil || len(bl) != 1 || bl[0].String() != "/ip6/::/tcp/4001" {
-		t.Errorf("BootstrapListenAddrs() = %v, %v; want [bootstrap] listen", bl, err)
-	}
-	f.Bootstrap.Listen = nil
-	bl, err = f.BootstrapListenAddrs()
-	if err != nil || len(bl) != 2 {
-		t.Errorf("BootstrapListenAddrs() without [bootstrap] listen = %v, %v; want [node] listen", bl, err)
-	}
 }
 
 func TestDefaultDenyServiceIsValid(t *testing.T) {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,19 +32,14 @@ type Problem struct {
 //
 //	config FILE: line N: MSG
 func (p Problem) String() string {
-	var b strings.Builder
-	b.WriteString("config")
+	s := "config"
 	if p.File != "" {
-		b.WriteString(" ")
-		b.WriteString(p.File)
+		s += " " + p.File
 	}
 	if p.Line > 0 {
-		b.WriteString(": line ")
-		b.WriteString(strconv.Itoa(p.Line))
+		s += ": line " + strconv.Itoa(p.Line)
 	}
-	b.WriteString(": ")
-	b.WriteString(p.Msg)
-	return b.String()
+	return s + ": " + p.Msg
 }
 
 // Error is returned by [Load] and [File.Validate] when the configuration is
@@ -70,18 +66,9 @@ func newError(problems []Problem) error {
 	if len(problems) == 0 {
 		return nil
 	}
+	// Line 0 (not known) sorts last.
+	line := func(p Problem) uint { return uint(p.Line - 1) }
 	problems = slices.Clone(problems)
-	slices.SortStableFunc(problems, func(a, b Problem) int {
-		switch {
-		case a.Line == b.Line:
-			return 0
-		case a.Line == 0:
-			return 1
-		case b.Line == 0:
-			return -1
-		default:
-			return a.Line - b.Line
-		}
-	})
+	slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(line(a), line(b)) })
 	return &Error{Problems: problems}
 }

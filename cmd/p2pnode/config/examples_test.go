@@ -80,7 +80,7 @@ func TestExamples(t *testing.T) {
 			if _, err := f.Node.BootstrapPeers(); err != nil {
 				t.Error(err)
 			}
-			if _, err := f.BootstrapListenAddrs(); err != nil {
+			if _, err := ParseListenAddrs(f.Bootstrap.Listen); err != nil {
 				t.Error(err)
 			}
 			for _, s := range f.Services {

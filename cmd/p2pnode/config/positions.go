@@ -11,6 +11,8 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/p2pnode/p2pnode/overlay"
 )
 
 // keyInfo describes a key of the schema.
@@ -218,11 +220,14 @@ func (p *positions) line(key, value string) int {
 	return p.lines[key]
 }
 
-// find returns what is at the position of a decode error.
-func (p *positions) find(de *toml.DecodeError) (entry, bool) {
+// find returns what is at the position of a decode error and its path: the
+// entry's, or else the decoder's key (which has no array indexes).
+func (p *positions) find(de *toml.DecodeError) (e entry, segs []string, ok bool) {
 	line, col := de.Position()
-	e, ok := p.at[p.offset(line, col)]
-	return e, ok
+	if e, ok = p.at[p.offset(line, col)]; ok {
+		return e, e.segs, true
+	}
+	return e, de.Key(), false
 }
 
 var indexRE = regexp.MustCompile(`\[\d+\]`)
@@ -260,7 +265,7 @@ func (p *positions) place(segs []string) (where string, rest []string) {
 
 // servicePlace names the i-th (0-based) [[service]] table.
 func servicePlace(i int, name string) string {
-	if name != "" && CheckServiceName(name) == nil {
+	if name != "" && overlay.CheckServiceName(name) == nil {
 		return fmt.Sprintf("[[service]] %q", name)
 	}
 	return fmt.Sprintf("[[service]] #%d", i+1)
@@ -275,11 +280,7 @@ func inPlace(where string) string {
 
 // unknown turns one error of a toml.StrictMissingError into a Problem.
 func (p *positions) unknown(file string, de *toml.DecodeError) Problem {
-	e, ok := p.find(de)
-	segs := e.segs
-	if !ok {
-		segs = de.Key()
-	}
+	e, segs, _ := p.find(de)
 	line, _ := de.Position()
 	pr := Problem{File: file, Line: line, Key: strings.Join(segs, ".")}
 	if len(segs) == 0 {
@@ -302,51 +303,39 @@ func (p *positions) unknown(file string, de *toml.DecodeError) Problem {
 
 // hint suggests what an unknown key or table name in where may have meant.
 func hint(where, name string, isTable bool) string {
-	table := ""
-	switch {
-	case where == "[node]":
-		table = "node"
-	case where == "[bootstrap]":
-		table = "bootstrap"
-	case strings.HasPrefix(where, "[[service]]"):
+	table := map[string]string{"[node]": "node", "[bootstrap]": "bootstrap"}[where]
+	if strings.HasPrefix(where, "[[service]]") {
 		table = "service"
 	}
-	var known []string
-	for k := range schema {
+	var known, parents []string
+	for _, k := range slices.Sorted(maps.Keys(schema)) {
 		parent, key, found := strings.Cut(k, ".")
 		if table == "" && !found {
-			known = append(known, k)
+			known = append(known, tableHeader(k))
 		} else if found && parent == table {
 			known = append(known, key)
 		}
+		if found && key == name && table == "" && !isTable {
+			// A key of some table written outside of it.
+			parents = append(parents, tableHeader(parent))
+		}
 	}
-	sort.Strings(known)
-	if table == "" && !isTable {
-		// A key of some table written outside of it?
-		var parents []string
-		for _, k := range slices.Sorted(maps.Keys(schema)) {
-			if parent, key, found := strings.Cut(k, "."); found && key == name {
-				parents = append(parents, tableHeader(parent))
-			}
-		}
-		if len(parents) > 0 {
-			return fmt.Sprintf(" (it belongs in %s)", strings.Join(parents, " or "))
-		}
+	if len(parents) > 0 {
+		return fmt.Sprintf(" (it belongs in %s)", strings.Join(parents, " or "))
 	}
 	best, bestD := "", 3
 	for _, k := range known {
-		if d := distance(strings.ToLower(name), k); d < bestD {
+		if d := distance(strings.ToLower(name), strings.Trim(k, "[]")); d < bestD {
 			best, bestD = k, d
 		}
 	}
-	if best != "" {
-		if table == "" {
-			return fmt.Sprintf(" (did you mean %s?)", tableHeader(best))
-		}
+	switch {
+	case best != "" && table == "":
+		return fmt.Sprintf(" (did you mean %s?)", best)
+	case best != "":
 		return fmt.Sprintf(" (did you mean %q?)", best)
-	}
-	if table == "" {
-		return " (the file holds only the tables [node], [[service]] and [bootstrap])"
+	case table == "":
+		return fmt.Sprintf(" (known tables: %s)", strings.Join(known, ", "))
 	}
 	return fmt.Sprintf(" (known keys: %s)", strings.Join(known, ", "))
 }
@@ -386,73 +375,66 @@ var typeRE = regexp.MustCompile(`^cannot decode TOML (.+?) into .* of type (.+)$
 func (p *positions) decodeProblem(file string, de *toml.DecodeError) Problem {
 	line, col := de.Position()
 	msg := strings.TrimPrefix(de.Error(), "toml: ")
-	e, ok := p.find(de)
-	segs := e.segs
-	if !ok {
-		segs = de.Key()
-	}
+	_, segs, ok := p.find(de)
 	pr := Problem{File: file, Line: line, Key: strings.Join(segs, ".")}
-
-	if m := typeRE.FindStringSubmatch(msg); m != nil && len(segs) > 0 {
-		// Name the longest known key on the path: for `name.x = 1` in a
-		// [[service]], that is "name".
-		n := len(segs)
-		for n > 0 {
-			if _, known := schema[loose(strings.Join(segs[:n], "."))]; known {
-				break
-			}
-			n--
-		}
-		if n == 0 {
-			n = len(segs)
-		}
-		segs = segs[:n]
-		pr.Key = strings.Join(segs, ".")
-		if !ok {
-			// The error points at a value the index does not know (an
-			// array nested in an array): use the line of the key.
-			if l, found := p.lines[pr.Key]; found {
-				pr.Line = l
-			}
-		}
-		info := schema[loose(pr.Key)]
-		where, rest := p.place(segs)
-		last := rest[len(rest)-1]
-		name := loose(strings.Join(rest, "."))
-		got := m[1]
-		if hasIndex(last) && info.elem != "" {
-			i := last[strings.LastIndexByte(last, '[')+1 : len(last)-1]
-			k, _ := strconv.Atoi(i)
-			if name == "service" {
-				pr.Msg = fmt.Sprintf("wrong type for element %d of %q: got %s, want %s", k+1, name, got, info.elem)
-			} else {
-				pr.Msg = fmt.Sprintf("wrong type for element %d of %q %s: got %s, want %s", k+1, name, inPlace(where), got, info.elem)
-			}
-			return pr
-		}
-		want := info.want
-		if want == "" {
-			want = m[2]
-		}
-		pr.Msg = fmt.Sprintf("wrong type for %q %s: got %s, want %s", name, inPlace(where), got, want)
-		return pr
-	}
-
-	if ok && strings.HasSuffix(msg, "is already defined") {
+	switch m := typeRE.FindStringSubmatch(msg); {
+	case m != nil && len(segs) > 0:
+		return p.typeProblem(pr, segs, ok, m[1], m[2])
+	case ok && strings.HasSuffix(msg, "is already defined"):
 		where, rest := p.place(segs)
 		pr.Msg = fmt.Sprintf("%q %s is defined twice", loose(strings.Join(rest, ".")), inPlace(where))
-		return pr
-	}
-	if ok && strings.Contains(msg, "cannot store an array table") {
+	case ok && strings.Contains(msg, "cannot store an array table"):
 		name := loose(strings.Join(segs, "."))
 		pr.Key = name
 		pr.Msg = fmt.Sprintf("[[%s]] must be written [%s]: there is one %s table, not an array of them", name, name, name)
+	default:
+		if !ok {
+			pr.Key = ""
+		}
+		pr.Msg = fmt.Sprintf("invalid TOML at column %d: %s", col, msg)
+	}
+	return pr
+}
+
+// typeProblem fills in pr for a value of the wrong type at segs: got is the
+// TOML type found, goType the Go type wanted. indexed is false when the
+// decoder points at a value the index does not know.
+func (p *positions) typeProblem(pr Problem, segs []string, indexed bool, got, goType string) Problem {
+	// Name the longest known key on the path: for `name.x = 1` in a
+	// [[service]], that is "name".
+	n := len(segs)
+	for n > 0 {
+		if _, known := schema[loose(strings.Join(segs[:n], "."))]; known {
+			break
+		}
+		n--
+	}
+	if n > 0 {
+		segs = segs[:n]
+	}
+	pr.Key = strings.Join(segs, ".")
+	if l, found := p.lines[pr.Key]; !indexed && found {
+		// An array nested in an array: use the line of the key.
+		pr.Line = l
+	}
+	info := schema[loose(pr.Key)]
+	where, rest := p.place(segs)
+	last := rest[len(rest)-1]
+	name := loose(strings.Join(rest, "."))
+	if hasIndex(last) && info.elem != "" {
+		k, _ := strconv.Atoi(last[strings.LastIndexByte(last, '[')+1 : len(last)-1])
+		in := " " + inPlace(where)
+		if name == "service" {
+			in = ""
+		}
+		pr.Msg = fmt.Sprintf("wrong type for element %d of %q%s: got %s, want %s", k+1, name, in, got, info.elem)
 		return pr
 	}
-	if !ok {
-		pr.Key = ""
+	want := info.want
+	if want == "" {
+		want = goType
 	}
-	pr.Msg = fmt.Sprintf("invalid TOML at column %d: %s", col, msg)
+	pr.Msg = fmt.Sprintf("wrong type for %q %s: got %s, want %s", name, inPlace(where), got, want)
 	return pr
 }
 

@@ -3,13 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net/netip"
-	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pnode/p2pnode/overlay"
 )
 
 // Examples used in error messages.
@@ -33,26 +32,43 @@ func (f *File) Validate() error {
 // check returns every problem of f.
 func (f *File) check() []Problem {
 	c := checker{file: f.Path, pos: f.pos}
+	c.node(&f.Node)
+	c.services(f.Services)
+	if f.Bootstrap.Listen != nil {
+		c.listen("bootstrap", "[bootstrap]", f.Bootstrap.Listen, false)
+	}
+	for name, ids := range f.Names {
+		if err := overlay.CheckServiceName(name); err != nil {
+			c.add("names."+name, "", "bad name %q in [names]: %v", name, err)
+		}
+		c.peerIDs("names."+name, ids, fmt.Sprintf("bad peer ID for name %q in [names]", name))
+	}
+	c.peerIDs("bootstrap.relay_allow", f.Bootstrap.RelayAllow, `bad value for "relay_allow" in [bootstrap]`)
+	return c.problems
+}
 
-	c.listen("node", "[node]", f.Node.Listen, true)
-	for i, s := range f.Node.Bootstrap {
+func (c *checker) node(n *Node) {
+	c.listen("node", "[node]", n.Listen, true)
+	for i, s := range n.Bootstrap {
 		if _, _, err := ParseBootstrapAddr(s); err != nil {
 			c.add(fmt.Sprintf("node.bootstrap[%d]", i), s, "bad value for \"bootstrap\" in [node]: %v", err)
 		}
 	}
-	if err := checkDHTProtocolPrefix(f.Node.DHTProtocolPrefix); err != nil {
-		c.add("node.dht_protocol_prefix", f.Node.DHTProtocolPrefix, "bad value for \"dht_protocol_prefix\" in [node]: %v", err)
+	if err := checkDHTProtocolPrefix(n.DHTProtocolPrefix); err != nil {
+		c.add("node.dht_protocol_prefix", n.DHTProtocolPrefix, "bad value for \"dht_protocol_prefix\" in [node]: %v", err)
 	}
+}
 
+func (c *checker) services(services []Service) {
 	first := map[string]int{} // service name -> index of its first table
-	for i, s := range f.Services {
+	for i, s := range services {
 		base := fmt.Sprintf("service[%d]", i)
 		where := servicePlace(i, s.Name)
-		switch err := CheckServiceName(s.Name); {
+		switch err := overlay.CheckServiceName(s.Name); {
 		case s.Name == "":
 			c.add(base, "", "missing \"name\" in %s: give the service a name, e.g. name = \"ssh\"", where)
 		case err != nil:
-			c.add(base+".name", s.Name, "bad value for \"name\" in %s: %v", where, err)
+			c.add(base+".name", s.Name, "bad value for \"name\" in %s: %v", where, nameError(s.Name, err))
 		default:
 			if j, dup := first[s.Name]; dup {
 				prev := fmt.Sprintf("[[service]] #%d", j+1)
@@ -72,32 +88,18 @@ func (f *File) check() []Problem {
 		if s.Protocol != "" && s.Protocol != "tcp" && s.Protocol != "udp" {
 			c.add(base+".protocol", s.Protocol, "bad value for \"protocol\" in %s: %q; use \"tcp\" or \"udp\"", where, s.Protocol)
 		}
-		for j, a := range s.Allow {
-			if _, err := ParsePeerID(a); err != nil {
-				c.add(fmt.Sprintf("%s.allow[%d]", base, j), a, "bad value for \"allow\" in %s: %v", where, err)
-			}
-		}
+		c.peerIDs(base+".allow", s.Allow, fmt.Sprintf("bad value for \"allow\" in %s", where))
 	}
+}
 
-	if f.Bootstrap.Listen != nil {
-		c.listen("bootstrap", "[bootstrap]", f.Bootstrap.Listen, false)
-	}
-	for name, ids := range f.Names {
-		if err := CheckServiceName(name); err != nil {
-			c.add("names."+name, "", "bad name %q in [names]: %v", name, err)
-		}
-		for i, a := range ids {
-			if _, err := ParsePeerID(a); err != nil {
-				c.add(fmt.Sprintf("names.%s[%d]", name, i), a, "bad peer ID for name %q in [names]: %v", name, err)
-			}
+// peerIDs records a problem "WHAT: REASON" for each bad peer ID of ids, the
+// value of key.
+func (c *checker) peerIDs(key string, ids []string, what string) {
+	for i, s := range ids {
+		if _, err := ParsePeerID(s); err != nil {
+			c.add(fmt.Sprintf("%s[%d]", key, i), s, "%s: %v", what, err)
 		}
 	}
-	for i, a := range f.Bootstrap.RelayAllow {
-		if _, err := ParsePeerID(a); err != nil {
-			c.add(fmt.Sprintf("bootstrap.relay_allow[%d]", i), a, "bad value for \"relay_allow\" in [bootstrap]: %v", err)
-		}
-	}
-	return c.problems
 }
 
 type checker struct {
@@ -201,6 +203,27 @@ func ParsePeerID(s string) (peer.ID, error) {
 	return id, nil
 }
 
+// ParsePeerIDs parses each of ss with [ParsePeerID]. what names the list
+// for the error, e.g. "--allow": the error holds one line "bad WHAT: REASON"
+// per bad entry (errors.Join), so that every mistake is fixed in one round.
+// The result is empty, not nil, when ss is.
+func ParsePeerIDs(what string, ss []string) ([]peer.ID, error) {
+	ids := make([]peer.ID, 0, len(ss))
+	var errs []error
+	for _, s := range ss {
+		id, err := ParsePeerID(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bad %s: %w", what, err))
+			continue
+		}
+		ids = append(ids, id)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return ids, nil
+}
+
 // checkPeerID rejects IDs that decode as a multihash but that no key gives:
 // peer.Decode accepts "12D3KooWnope" (a 7-byte identity multihash). A real
 // peer ID is the identity multihash of a public key, or the SHA2-256
@@ -220,82 +243,45 @@ func checkPeerID(id peer.ID) error {
 	}
 }
 
-var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+// CheckServiceName returns nil if name is a valid service name. Its error
+// names name, so it can be printed as is.
+//
+// Deprecated: use overlay.CheckServiceName, whose error leaves naming the name to the caller.
+func CheckServiceName(name string) error { return nameError(name, overlay.CheckServiceName(name)) }
 
-// CheckServiceName returns nil if name is a valid service name: 1 to 63
-// letters, digits, '.', '_' or '-', starting with a letter or digit
-// ([A-Za-z0-9][A-Za-z0-9._-]{0,62}). A port number such as "22" is a valid
-// name. Errors can be printed as is.
-func CheckServiceName(name string) error {
-	if name == "" {
-		return errors.New("empty service name")
-	}
-	if !serviceNameRE.MatchString(name) {
-		return fmt.Errorf("service name %q is not valid: use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
-	}
-	return nil
-}
-
-// CheckTarget returns nil if target is a valid service target: host:port,
-// where host is an IP address (IPv6 in brackets) or a host name and port is
-// a number from 1 to 65535. Errors can be printed as is.
-func CheckTarget(target string) error {
-	host, port, err := splitHostPort(target)
+func nameError(name string, err error) error {
 	if err != nil {
-		return fmt.Errorf("%q is not host:port (%v); write it like %q", target, err, exampleTarget)
-	}
-	if host == "" {
-		return fmt.Errorf("%q has no host; write it like %q", target, exampleTarget)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", target, port)
-	}
-	if _, err := netip.ParseAddr(host); err != nil && !isHostName(host) {
-		return fmt.Errorf("%q: %q is neither an IP address nor a host name", target, host)
+		return fmt.Errorf("service name %q is not valid: %w", name, err)
 	}
 	return nil
 }
 
-// splitHostPort is net.SplitHostPort with a shorter error.
-func splitHostPort(s string) (host, port string, err error) {
-	i := strings.LastIndexByte(s, ':')
-	if i < 0 {
-		return "", "", errors.New("missing port")
+// CheckTarget returns nil if target is a valid service target
+// ([overlay.CheckTarget]: host:port, port 1-65535). Its error quotes target,
+// says what is wrong in the words of config.toml and shows an example, so it
+// can be printed as is.
+func CheckTarget(target string) error {
+	var te *overlay.TargetError
+	if err := overlay.CheckTarget(target); !errors.As(err, &te) {
+		return err
 	}
-	host, port = s[:i], s[i+1:]
-	if strings.HasPrefix(host, "[") {
-		if !strings.HasSuffix(host, "]") {
-			return "", "", errors.New("missing ']' after IPv6 address")
-		}
-		return host[1 : len(host)-1], port, nil
+	switch {
+	case te.Part == "":
+		return fmt.Errorf("%q is not host:port (%v); write it like %q", target, te.Err, exampleTarget)
+	case te.Part == "port":
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", target, te.Value)
+	case te.Value == "":
+		return fmt.Errorf("%q has no host; write it like %q", target, exampleTarget)
+	default:
+		return fmt.Errorf("%q: %q is neither an IP address nor a host name", target, te.Value)
 	}
-	if strings.ContainsAny(host, ":[]") {
-		return "", "", errors.New("an IPv6 address must be in brackets, e.g. [::1]:22")
-	}
-	return host, port, nil
-}
-
-var hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$`)
-
-// isHostName reports whether s is a syntactically valid DNS host name.
-func isHostName(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if !hostLabelRE.MatchString(label) {
-			return false
-		}
-	}
-	return true
 }
 
 // checkDHTProtocolPrefix returns nil if p can prefix DHT protocol IDs.
 func checkDHTProtocolPrefix(p string) error {
 	if p == "" || p == "/" || !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") ||
 		strings.Contains(p, "//") || strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return fmt.Errorf("%q is not a protocol prefix: it must start with \"/\", not end with \"/\" and hold no spaces, e.g. %q or \"/myoverlay\"", p, DefaultDHTProtocolPrefix)
+		return fmt.Errorf("%q is not a protocol prefix: it must start with \"/\", not end with \"/\" and hold no spaces, e.g. %q or \"/myoverlay\"", p, defaultDHTProtocolPrefix)
 	}
 	return nil
 }

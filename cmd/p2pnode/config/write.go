@@ -6,13 +6,20 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // DefaultTOML is the commented config file that `p2pnode init` writes. Every
-// key in it is commented out and shows its default, so it loads to
-// [Default]; uncommenting the examples gives a valid file too (a test checks
-// both).
-const DefaultTOML = `# p2pnode configuration.
+// key in it is commented out and shows its default (the listen multiaddrs and
+// DHT prefix are node's), so it loads to [Default]; uncommenting the examples
+// gives a valid file too (a test checks both).
+var DefaultTOML = strings.NewReplacer(
+	"@LISTEN@", `#   "`+strings.Join(defaultListen, "\",\n#   \"")+`",`,
+	"@PREFIX@", strconv.Quote(defaultDHTProtocolPrefix),
+).Replace(defaultTOML)
+
+const defaultTOML = `# p2pnode configuration.
 #
 # Every key is optional: a commented-out key shows its default. Flags on the
 # command line override this file. Unknown keys are errors, so a typo cannot
@@ -22,10 +29,7 @@ const DefaultTOML = `# p2pnode configuration.
 # Multiaddrs to listen on.
 # Default: TCP and QUIC on port 4001, on every IPv4 and IPv6 address.
 # listen = [
-#   "/ip4/0.0.0.0/tcp/4001",
-#   "/ip4/0.0.0.0/udp/4001/quic-v1",
-#   "/ip6/::/tcp/4001",
-#   "/ip6/::/udp/4001/quic-v1",
+@LISTEN@
 # ]
 
 # Bootstrap peers, as full multiaddrs ending in /p2p/PEERID.
@@ -37,7 +41,7 @@ const DefaultTOML = `# p2pnode configuration.
 
 # Protocol prefix of the Kademlia DHT: "/ipfs" gives /ipfs/kad/1.0.0, the
 # public Amino DHT. Use your own, e.g. "/myoverlay", for a separate network.
-# dht_protocol_prefix = "/ipfs"
+# dht_protocol_prefix = @PREFIX@
 
 # Services this node exposes to peers, one [[service]] table each. Nothing is
 # exposed by default. A service is reachable only by the peers on its allow
