@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 
-	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/bootstrap"
@@ -51,13 +50,11 @@ func (a *bootstrapArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	if err != nil {
 		return asUsage(err)
 	}
-	for _, s := range a.relayAllow {
-		id, err := config.ParsePeerID(s)
-		if err != nil {
-			return usagef("bad --relay-allow: %v", err)
-		}
-		authorized = append(authorized, id)
+	flagged, err := config.ParsePeerIDs("--relay-allow", a.relayAllow)
+	if err != nil {
+		return asUsage(err)
 	}
+	authorized = append(authorized, flagged...)
 	run, err := startNode(g, &a.node, roleBootstrap, file, func(cfg *node.Config) {
 		cfg.HostOptions = bootstrap.HostOptions()
 		// Every peer joins the bootstrap node and many hold a relay
@@ -65,13 +62,13 @@ func (a *bootstrapArgs) run(cmd *cobra.Command, g *globalFlags) error {
 		// resource manager must not stop at its memory-scaled default (252
 		// here, 64 on a 1 GiB VPS; bench/capacity.sh).
 		cfg.MaxPeers = a.maxPeers
-		cfg.ConnLowWater, cfg.ConnHighWater = a.maxPeers*7/8, a.maxPeers
+		cfg.ConnLowWater, cfg.ConnHighWater = bootstrap.ConnLimits(a.maxPeers)
 	})
 	if err != nil {
 		return err
 	}
 	defer run.stop()
-	svc, err := bootstrap.Start(run.node.Host, bootstrap.Config{Logger: g.logger, RelayAuthorized: authorized, Relay: relayResources(a.maxPeers)})
+	svc, err := bootstrap.Start(run.node.Host, bootstrap.Config{Logger: g.logger, RelayAuthorized: authorized, Relay: bootstrap.Resources(a.maxPeers)})
 	if err != nil {
 		return err
 	}
@@ -83,15 +80,4 @@ func (a *bootstrapArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	<-cmd.Context().Done()
 	g.logger.Info("shutting down")
 	return nil
-}
-
-// relayResources sizes the relay for maxPeers: go-libp2p's defaults (128
-// reservations, 8 per IP address) refuse the 129th private peer, which then
-// cannot be reached by peer ID.
-func relayResources(maxPeers int) *relayv2.Resources {
-	r := relayv2.DefaultResources()
-	r.MaxReservations = max(r.MaxReservations, maxPeers/2)
-	r.MaxReservationsPerIP = 32
-	r.MaxReservationsPerASN = max(r.MaxReservationsPerASN, maxPeers/8)
-	return &r
 }

@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
+	"github.com/p2pnode/p2pnode/overlay"
 )
 
 type findArgs struct {
@@ -45,7 +45,7 @@ these peers.`,
 }
 
 func (a *findArgs) run(cmd *cobra.Command, g *globalFlags, name string) error {
-	if err := config.CheckServiceName(name); err != nil {
+	if err := overlay.CheckServiceName(name); err != nil {
 		return usagef("bad name %q: %v", name, err)
 	}
 	if a.timeout <= 0 {

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
@@ -55,15 +54,10 @@ reachable, whatever a peer asks for.`,
 }
 
 func (a *serveArgs) services(file *config.File) ([]overlay.Service, error) {
-	var allow []peer.ID
 	var errs []error
-	for _, s := range a.allow {
-		id, err := config.ParsePeerID(s)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("bad --allow: %w", err))
-			continue
-		}
-		allow = append(allow, id)
+	allow, err := config.ParsePeerIDs("--allow", a.allow)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	var svcs []overlay.Service
 	for _, s := range file.Services {
@@ -108,7 +102,7 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 		return err
 	}
 	for _, name := range a.advertise {
-		if err := config.CheckServiceName(name); err != nil {
+		if err := overlay.CheckServiceName(name); err != nil {
 			return usagef("bad --advertise %q: %v", name, err)
 		}
 	}

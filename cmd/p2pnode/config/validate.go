@@ -243,12 +243,6 @@ func checkPeerID(id peer.ID) error {
 	}
 }
 
-// CheckServiceName returns nil if name is a valid service name. Its error
-// names name, so it can be printed as is.
-//
-// Deprecated: use overlay.CheckServiceName, whose error leaves naming the name to the caller.
-func CheckServiceName(name string) error { return nameError(name, overlay.CheckServiceName(name)) }
-
 func nameError(name string, err error) error {
 	if err != nil {
 		return fmt.Errorf("service name %q is not valid: %w", name, err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
 	"github.com/p2pnode/p2pnode/node"
+	"github.com/p2pnode/p2pnode/overlay"
 )
 
 // APIVersion is the version of the control socket's JSON schema. A client
@@ -66,11 +67,11 @@ type Target struct {
 // errors are *InputError.
 func ParseTarget(s string) (Target, error) {
 	if name, svc, ok := strings.Cut(s, "/"); ok {
-		if err := config.CheckServiceName(name); err != nil {
-			return Target{}, BadInput("bad target %q: name %v", s, err)
+		if err := overlay.CheckServiceName(name); err != nil {
+			return Target{}, BadInput("bad target %q: name %q: %v", s, name, err)
 		}
-		if err := config.CheckServiceName(svc); err != nil {
-			return Target{}, BadInput("bad target %q: service %v", s, err)
+		if err := overlay.CheckServiceName(svc); err != nil {
+			return Target{}, BadInput("bad target %q: service %q: %v", s, svc, err)
 		}
 		return Target{Name: name, Service: svc}, nil
 	}

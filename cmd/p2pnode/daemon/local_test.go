@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -84,7 +85,22 @@ type world struct {
 func newWorld(t *testing.T, cfg Config) *world {
 	t.Helper()
 	w := &world{boot: newNode(t, nil)}
+	// The bootstrap node answers a lookup of the serving node only once
+	// identify has told it the serving node's addresses.
+	sub, err := w.boot.Host.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
 	w.server, w.client = newNode(t, w.boot), newNode(t, w.boot)
+	for identified := false; !identified; {
+		select {
+		case e := <-sub.Out():
+			identified = e.(event.EvtPeerIdentificationCompleted).Peer == w.server.ID()
+		case <-time.After(10 * time.Second):
+			t.Fatal("the bootstrap node never identified the serving node")
+		}
+	}
 	srv, err := overlay.NewServer(w.server.Host, []overlay.Service{{Name: "echo", Target: echoTarget(t), Allow: []peer.ID{w.client.ID()}}},
 		overlay.WithLogger(quiet))
 	if err != nil {

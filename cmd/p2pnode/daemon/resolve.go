@@ -10,7 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -110,7 +109,7 @@ func (l *Local) peersFor(ctx context.Context, name string) ([]peer.AddrInfo, err
 
 // Find implements API: it looks name up and asks every peer found, at once.
 func (l *Local) Find(ctx context.Context, name string) ([]FoundPeer, error) {
-	if err := config.CheckServiceName(name); err != nil {
+	if err := overlay.CheckServiceName(name); err != nil {
 		return nil, BadInput("bad name %q: %v", name, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxFindTimeout)
