@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/bootstrap"
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
 	"github.com/p2pnode/p2pnode/node"
 )
 
@@ -50,7 +49,7 @@ func (a *bootstrapArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	if err != nil {
 		return asUsage(err)
 	}
-	flagged, err := config.ParsePeerIDs("--relay-allow", a.relayAllow)
+	flagged, err := node.ParsePeerIDs("--relay-allow", a.relayAllow)
 	if err != nil {
 		return asUsage(err)
 	}

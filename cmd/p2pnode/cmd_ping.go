@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
 )
@@ -47,7 +46,7 @@ otherwise ping runs a node of its own for the time it takes.`,
 }
 
 func (a *pingArgs) run(cmd *cobra.Command, g *globalFlags, target string) error {
-	p, err := config.ParsePeerID(target)
+	p, err := node.ParsePeerID(target)
 	if err != nil {
 		return asUsage(fmt.Errorf("bad peer ID: %w", err))
 	}

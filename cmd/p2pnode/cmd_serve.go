@@ -55,7 +55,7 @@ reachable, whatever a peer asks for.`,
 
 func (a *serveArgs) services(file *config.File) ([]overlay.Service, error) {
 	var errs []error
-	allow, err := config.ParsePeerIDs("--allow", a.allow)
+	allow, err := node.ParsePeerIDs("--allow", a.allow)
 	if err != nil {
 		errs = append(errs, err)
 	}

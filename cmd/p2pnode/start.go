@@ -104,7 +104,7 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, r role) (node.
 	case len(f.listen) > 0:
 		cfg.ListenAddrs = nil
 		for _, s := range f.listen {
-			m, err := config.ParseListenAddr(s)
+			m, err := node.ParseListenAddr(s)
 			if err != nil {
 				return cfg, usagef("bad --%s: %v", f.listenName, err)
 			}
@@ -127,7 +127,7 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, r role) (node.
 func parseBootstrapFlags(ss []string) ([]peer.AddrInfo, error) {
 	addrs := make([]ma.Multiaddr, 0, len(ss))
 	for _, s := range ss {
-		m, _, err := config.ParseBootstrapAddr(s)
+		m, _, err := node.ParseBootstrapAddr(s)
 		if err != nil {
 			return nil, usagef("bad --bootstrap: %v", err)
 		}

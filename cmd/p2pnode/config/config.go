@@ -148,9 +148,9 @@ type Bootstrap struct {
 }
 
 // PinnedPeers returns the peer IDs name is pinned to, or nil if it is not.
-// The error is [ParsePeerIDs']: one line per bad peer ID.
+// The error is [node.ParsePeerIDs]: one line per bad peer ID.
 func (f *File) PinnedPeers(name string) ([]peer.ID, error) {
-	ids, err := ParsePeerIDs(fmt.Sprintf("peer ID for name %q in [names]", name), f.Names[name])
+	ids, err := node.ParsePeerIDs(fmt.Sprintf("peer ID for name %q in [names]", name), f.Names[name])
 	if len(ids) == 0 {
 		return nil, err
 	}
@@ -158,9 +158,9 @@ func (f *File) PinnedPeers(name string) ([]peer.ID, error) {
 }
 
 // RelayAllowedPeers returns RelayAllow parsed as peer IDs. The error is
-// [ParsePeerIDs']: one line per bad peer ID.
+// [node.ParsePeerIDs]: one line per bad peer ID.
 func (b Bootstrap) RelayAllowedPeers() ([]peer.ID, error) {
-	return ParsePeerIDs(`value for "relay_allow" in [bootstrap]`, b.RelayAllow)
+	return node.ParsePeerIDs(`value for "relay_allow" in [bootstrap]`, b.RelayAllow)
 }
 
 // Default returns the configuration used when no config file exists. Every
@@ -254,7 +254,7 @@ func (n Node) ListenAddrs() ([]multiaddr.Multiaddr, error) {
 func (n Node) BootstrapPeers() ([]peer.AddrInfo, error) {
 	var infos []peer.AddrInfo
 	for _, s := range n.Bootstrap {
-		m, id, err := ParseBootstrapAddr(s)
+		m, id, err := node.ParseBootstrapAddr(s)
 		if err != nil {
 			return nil, err
 		}
@@ -269,9 +269,9 @@ func (n Node) BootstrapPeers() ([]peer.AddrInfo, error) {
 }
 
 // AllowedPeers returns Allow parsed as peer IDs. The error is
-// [ParsePeerIDs']: one line per bad peer ID.
+// [node.ParsePeerIDs]: one line per bad peer ID.
 func (s Service) AllowedPeers() ([]peer.ID, error) {
-	return ParsePeerIDs(fmt.Sprintf("value for \"allow\" of service %q", s.Name), s.Allow)
+	return node.ParsePeerIDs(fmt.Sprintf("value for \"allow\" of service %q", s.Name), s.Allow)
 }
 
 // ParseListenAddrs parses each of ss with [ParseListenAddr] and returns the
@@ -279,7 +279,7 @@ func (s Service) AllowedPeers() ([]peer.ID, error) {
 func ParseListenAddrs(ss []string) ([]multiaddr.Multiaddr, error) {
 	addrs := make([]multiaddr.Multiaddr, 0, len(ss))
 	for _, s := range ss {
-		m, err := ParseListenAddr(s)
+		m, err := node.ParseListenAddr(s)
 		if err != nil {
 			return nil, err
 		}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -79,7 +78,7 @@ func ParseTarget(s string) (Target, error) {
 	if !ok || idStr == "" || svc == "" {
 		return Target{}, BadInput("bad target %q: expected PEERID:SERVICE (e.g. 12D3KooW...:22) or NAME/SERVICE (e.g. movie-night/web)", s)
 	}
-	id, err := config.ParsePeerID(idStr)
+	id, err := node.ParsePeerID(idStr)
 	if err != nil {
 		return Target{}, BadInput("bad target %q: %v", s, err)
 	}
