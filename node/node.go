@@ -319,7 +319,7 @@ func (n *Node) startServices(tracer *punchTracer) error {
 	n.join = newJoiner(h, n.DHT, cfg.BootstrapPeers, n.log, n.clk)
 	n.join.Start()
 	if cfg.ReserveRelays {
-		rsv, err := newReserver(h, cfg.BootstrapPeers, n.reach, n.log, n.clk)
+		rsv, err := newReserver(h, cfg.BootstrapPeers, n.DHT.RoutingTable().ListPeers, n.reach, n.log, n.clk)
 		if err != nil {
 			return err
 		}

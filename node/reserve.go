@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 const (
@@ -28,6 +29,10 @@ const (
 	// reserveCheckInterval is how often the reserver looks again with no
 	// event: a failed reservation is retried, and a reservation renewed.
 	reserveCheckInterval = 30 * time.Second
+	// fallbackRelays is how many relays the reserver takes from the DHT
+	// routing table when no bootstrap peer gives it a reservation (as
+	// go-libp2p's AutoRelay strives for 2).
+	fallbackRelays = 2
 )
 
 // Reservation is a circuit relay v2 slot this node holds on a relay.
@@ -52,26 +57,34 @@ type Reservation struct {
 // with fewer than 4 relay candidates it waits 3 minutes more (its
 // bootDelay), whereas a reservation here takes about 10 ms, so a serving
 // peer is reachable by peer ID almost at once; and two emitters of that
-// event would overwrite each other's addresses in the host.
+// event would overwrite each other's addresses in the host. What AutoRelay
+// did besides, finding relays among the DHT's peers when the bootstrap peers
+// run none (the public Amino DHT's), the reserver does once AutoNAT says
+// private: up to fallbackRelays connected routing-table peers that speak
+// the relay hop protocol.
 type reserver struct {
 	h      host.Host
 	relays []peer.AddrInfo
-	reach  *reachTracker
-	log    *slog.Logger
-	clk    clock.Clock
+	// candidates lists the DHT routing table's peers, for fallback relays;
+	// nil: bootstrap peers only.
+	candidates func() []peer.ID
+	reach      *reachTracker
+	log        *slog.Logger
+	clk        clock.Clock
 
 	emit   event.Emitter
 	sub    event.Subscription
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu    sync.Mutex
-	rsvps map[peer.ID]*client.Reservation
+	mu       sync.Mutex
+	rsvps    map[peer.ID]*client.Reservation
+	fallback []peer.AddrInfo // relays from candidates, reserved on
 }
 
 // newReserver subscribes to the events the reserver follows; Start runs it.
 // It fails when the event bus refuses the emitter or the subscription.
-func newReserver(h host.Host, relays []peer.AddrInfo, reach *reachTracker, log *slog.Logger, clk clock.Clock) (*reserver, error) {
+func newReserver(h host.Host, relays []peer.AddrInfo, candidates func() []peer.ID, reach *reachTracker, log *slog.Logger, clk clock.Clock) (*reserver, error) {
 	emit, err := h.EventBus().Emitter(new(event.EvtAutoRelayAddrsUpdated), eventbus.Stateful)
 	if err != nil {
 		return nil, fmt.Errorf("relay reservations: cannot publish relay addresses: %w", err)
@@ -84,7 +97,7 @@ func newReserver(h host.Host, relays []peer.AddrInfo, reach *reachTracker, log *
 		emit.Close()
 		return nil, fmt.Errorf("relay reservations: cannot watch connections: %w", err)
 	}
-	return &reserver{h: h, relays: relays, reach: reach, log: log, clk: clk, emit: emit, sub: sub,
+	return &reserver{h: h, relays: relays, candidates: candidates, reach: reach, log: log, clk: clk, emit: emit, sub: sub,
 		rsvps: make(map[peer.ID]*client.Reservation), done: make(chan struct{})}, nil
 }
 
@@ -126,7 +139,7 @@ func (r *reserver) circuitAddrs() []ma.Multiaddr {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []ma.Multiaddr
-	for _, ai := range r.relays {
+	for _, ai := range append(slices.Clone(r.relays), r.fallback...) {
 		if _, ok := r.rsvps[ai.ID]; !ok {
 			continue
 		}
@@ -166,19 +179,74 @@ func (r *reserver) reconcile(ctx context.Context) {
 	changed := false
 	if public && len(r.rsvps) > 0 {
 		clear(r.rsvps)
+		r.fallback = nil
 		changed = true
 		r.log.Info("public address confirmed; relay reservations no longer needed")
 	}
 	r.mu.Unlock()
 
 	if !public {
+		held := 0
 		for _, ai := range r.relays {
 			changed = r.reserve(ctx, ai) || changed
+			if r.holds(ai.ID) {
+				held++
+			}
+		}
+		if held == 0 {
+			changed = r.reserveFallback(ctx) || changed
 		}
 	}
 	if changed {
 		r.publish()
 	}
+}
+
+func (r *reserver) holds(id peer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.rsvps[id]
+	return ok
+}
+
+// reserveFallback keeps reservations on up to fallbackRelays relays from
+// the routing table while AutoNAT says private; it reports whether the set
+// of reservations changed.
+func (r *reserver) reserveFallback(ctx context.Context) bool {
+	r.mu.Lock()
+	inUse := slices.Clone(r.fallback)
+	r.mu.Unlock()
+	changed := false
+	var kept []peer.AddrInfo
+	for _, ai := range inUse {
+		changed = r.reserve(ctx, ai) || changed
+		if r.holds(ai.ID) {
+			kept = append(kept, ai)
+		}
+	}
+	if r.candidates != nil && r.reach.Reachability() == ReachabilityPrivate {
+		for _, id := range r.candidates() {
+			if len(kept) >= fallbackRelays {
+				break
+			}
+			if slices.ContainsFunc(r.relays, func(ai peer.AddrInfo) bool { return ai.ID == id }) ||
+				slices.ContainsFunc(kept, func(ai peer.AddrInfo) bool { return ai.ID == id }) {
+				continue
+			}
+			// The circuit address must be one that others can dial.
+			ai := peer.AddrInfo{ID: id, Addrs: slices.DeleteFunc(slices.Clone(r.h.Peerstore().Addrs(id)), func(a ma.Multiaddr) bool {
+				return !manet.IsPublicAddr(a)
+			})}
+			if len(ai.Addrs) > 0 && r.reserve(ctx, ai) {
+				kept = append(kept, ai)
+				changed = true
+			}
+		}
+	}
+	r.mu.Lock()
+	r.fallback = kept
+	r.mu.Unlock()
+	return changed
 }
 
 // reserve makes or renews the reservation on one relay; it reports whether
