@@ -1,8 +1,9 @@
 // Package node builds the libp2p host of a p2pnode peer and joins it to the
 // overlay: identity, transports (TCP, QUIC), security (Noise, TLS), yamux,
-// resource and connection managers, AutoNAT v2, circuit relay v2 client with
-// AutoRelay, DCUtR hole punching, optional NAT port mapping, and the Kademlia
-// DHT wrapped in a routed host so that dialing a bare peer ID looks it up.
+// resource and connection managers, AutoNAT v2, circuit relay v2 client and
+// relay reservations, DCUtR hole punching, optional NAT port mapping, and the
+// Kademlia DHT wrapped in a routed host so that dialing a bare peer ID looks
+// it up.
 package node
 
 import (
@@ -306,16 +307,12 @@ func clientOnlyAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
 // start and the reserver reads a verdict from its first look.
 func (n *Node) startServices(tracer *punchTracer) error {
 	cfg, h := n.cfg, n.Host
-	if cfg.Metrics != nil {
-		var err error
-		if n.metrics, err = newNodeMetrics(cfg.Metrics, n); err != nil {
-			return err
-		}
-	}
 	n.reach = newReachTracker(h, n.log, n.clk)
 	n.reach.Start()
 	n.punch = newPuncher(h, tracer, n.PathTo, n.log, n.clk)
-	n.punch.punched = n.metrics.punched
+	// n.metrics is set below, before any punch can start (they start from
+	// Connect and Reconnect, after New returns).
+	n.punch.punched = func(direct bool, took time.Duration) { n.metrics.punched(direct, took) }
 	n.join = newJoiner(h, n.DHT, cfg.BootstrapPeers, n.log, n.clk)
 	n.join.Start()
 	if cfg.ReserveRelays {
@@ -325,6 +322,13 @@ func (n *Node) startServices(tracer *punchTracer) error {
 		}
 		n.rsv = rsv
 		n.rsv.Start()
+	}
+	if cfg.Metrics != nil {
+		// Last: the reservations gauge reads n.rsv.
+		var err error
+		if n.metrics, err = newNodeMetrics(cfg.Metrics, n); err != nil {
+			return err
+		}
 	}
 	return nil
 }
