@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -297,8 +298,10 @@ func (p *puncher) redialRelayed(ctx context.Context, id peer.ID) error {
 	}
 	conns := p.h.Network().ConnsToPeer(id)
 	for _, c := range conns {
-		if c.Stat().Limited && carriesAppStreams(c) {
-			return errors.New("the relayed connection carries open streams; not replacing it")
+		if c.Stat().Limited {
+			if protos := appStreams(c); len(protos) > 0 {
+				return fmt.Errorf("the relayed connection carries open streams (%s); not replacing it", strings.Join(protos, ", "))
+			}
 		}
 	}
 	for _, c := range conns {
@@ -309,16 +312,24 @@ func (p *puncher) redialRelayed(ctx context.Context, id peer.ID) error {
 	return p.h.Connect(ctx, peer.AddrInfo{ID: id, Addrs: circuits})
 }
 
-// carriesAppStreams reports whether c has a stream of a protocol other than
-// libp2p's own (identify, ping, DCUtR, ...: all under /ipfs/ or /libp2p/).
-func carriesAppStreams(c network.Conn) bool {
+// appStreams lists c's streams of protocols other than libp2p's own
+// (identify, ping, DCUtR, kad, ...: all under /ipfs/ or /libp2p/). A stream
+// whose protocol is not negotiated yet does not count: right after the
+// relayed connection opens, those are libp2p's own, identify's both ways
+// and the remote's DCUtR stream that this node refuses while its handler is
+// not registered (the very reason for the redial); both were seen in the
+// NAT lab over QUIC, where they kept the punch from being retried. An
+// application's stream is not among them: go-libp2p's host opens one only
+// after identify, and then sets its protocol at once (lazy negotiation).
+func appStreams(c network.Conn) []string {
+	var out []string
 	for _, s := range c.GetStreams() {
 		proto := string(s.Protocol())
-		if !strings.HasPrefix(proto, "/ipfs/") && !strings.HasPrefix(proto, "/libp2p/") {
-			return true
+		if proto != "" && !strings.HasPrefix(proto, "/ipfs/") && !strings.HasPrefix(proto, "/libp2p/") {
+			out = append(out, proto)
 		}
 	}
-	return false
+	return out
 }
 
 // circuitAddrs returns id's known /p2p-circuit addresses.
