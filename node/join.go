@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"github.com/filecoin-project/go-clock"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -21,7 +22,10 @@ const (
 	joinMinBackoff  = time.Second
 	joinMaxBackoff  = time.Minute
 	joinDialTimeout = 15 * time.Second
-	bootstrapTag    = "p2pnode-bootstrap"
+	// joinCheckInterval is how often a connected bootstrap peer is looked
+	// at again with no event, which covers a missed one.
+	joinCheckInterval = 30 * time.Second
+	bootstrapTag      = "p2pnode-bootstrap"
 )
 
 // joiner keeps the node connected to its bootstrap peers: it dials each with
@@ -33,25 +37,55 @@ type joiner struct {
 	kad   *dht.IpfsDHT
 	peers []peer.AddrInfo
 	log   *slog.Logger
+	clk   clock.Clock
+
+	sub    event.Subscription // nil if the bus refused it
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	firstConnected chan struct{}
 	once           sync.Once
 }
 
-func newJoiner(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, log *slog.Logger) *joiner {
-	j := &joiner{h: h, kad: kad, peers: peers, log: log, firstConnected: make(chan struct{})}
+// newJoiner subscribes to connection events; Start dials.
+func newJoiner(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, log *slog.Logger, clk clock.Clock) *joiner {
+	j := &joiner{h: h, kad: kad, peers: peers, log: log, clk: clk, firstConnected: make(chan struct{}), done: make(chan struct{})}
 	if len(peers) == 0 {
 		// Nothing to wait for: a standalone node is as joined as it gets.
 		close(j.firstConnected)
 	}
+	sub, err := h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		log.Error("cannot watch connections; bootstrap peers are redialled only every 30 s", "error", err)
+	} else {
+		j.sub = sub
+	}
 	return j
 }
 
-func (j *joiner) run(ctx context.Context) {
-	sub, err := j.h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
-	if err != nil {
-		j.log.Error("cannot watch connections; bootstrap peers are dialled once", "error", err)
+// Start dials the bootstrap peers, and keeps doing so, in goroutines of the
+// joiner's own until Close.
+func (j *joiner) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	j.cancel = cancel
+	go func() {
+		defer close(j.done)
+		j.run(ctx, j.sub)
+	}()
+}
+
+// Close stops dialing and waits for the joiner's goroutines.
+func (j *joiner) Close() {
+	if j.cancel != nil {
+		j.cancel()
+		<-j.done
 	}
+	if j.sub != nil {
+		j.sub.Close()
+	}
+}
+
+func (j *joiner) run(ctx context.Context, sub event.Subscription) {
 	wake := make(map[peer.ID]chan struct{}, len(j.peers))
 	for _, ai := range j.peers {
 		if ai.ID == j.h.ID() {
@@ -107,7 +141,7 @@ func (j *joiner) keep(ctx context.Context, ai peer.AddrInfo, disconnected <-chan
 			}
 			if err != nil {
 				j.log.Warn("bootstrap peer unreachable, will retry", "peer", ai.ID, "retry_in", backoff.Round(time.Millisecond), "error", err)
-				if !sleep(ctx, backoff) {
+				if !sleep(ctx, j.clk, backoff) {
 					return
 				}
 				backoff = min(2*backoff, joinMaxBackoff)
@@ -128,14 +162,15 @@ func (j *joiner) keep(ctx context.Context, ai peer.AddrInfo, disconnected <-chan
 		case <-ctx.Done():
 			return
 		case <-disconnected:
-		case <-time.After(30 * time.Second):
+		case <-j.clk.After(joinCheckInterval):
 			// A periodic look covers a missed event.
 		}
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
+// sleep waits d on clk; it returns false if ctx ended first.
+func sleep(ctx context.Context, clk clock.Clock, d time.Duration) bool {
+	t := clk.Timer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"github.com/filecoin-project/go-clock"
+	"log/slog"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -24,30 +26,77 @@ func nameNamespace(name string) string { return "p2pnode/name/" + name }
 // their TTL, so whoever looks a name up must check that its peers answer
 // (FindByName's callers do).
 func (n *Node) Advertise(name string) {
-	disc := drouting.NewRoutingDiscovery(n.DHT)
-	n.wg.Add(1)
+	a := newAdvertiser(name, drouting.NewRoutingDiscovery(n.DHT), n.waitJoined, n.log, n.clk)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return
+	}
+	n.advertisers = append(n.advertisers, a)
+	a.Start()
+}
+
+// waitJoined waits for a bootstrap peer and a peer in the routing table.
+func (n *Node) waitJoined(ctx context.Context) error {
+	if _, err := n.WaitBootstrap(ctx); err != nil {
+		return err
+	}
+	return n.routing.waitRoutingTable(ctx)
+}
+
+// advertiser keeps one name advertised on the DHT until Close.
+type advertiser struct {
+	name  string
+	disc  *drouting.RoutingDiscovery
+	ready func(context.Context) error // waits until the DHT can be used
+	log   *slog.Logger
+	clk   clock.Clock
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newAdvertiser(name string, disc *drouting.RoutingDiscovery, ready func(context.Context) error, log *slog.Logger, clk clock.Clock) *advertiser {
+	return &advertiser{name: name, disc: disc, ready: ready, log: log, clk: clk, done: make(chan struct{})}
+}
+
+// Start advertises in a goroutine of the advertiser's own.
+func (a *advertiser) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
 	go func() {
-		defer n.wg.Done()
-		for n.ctx.Err() == nil {
-			wait := advertiseRetry
-			if _, err := n.WaitBootstrap(n.ctx); err == nil {
-				if err = n.waitRoutingTable(n.ctx); err == nil {
-					var ttl time.Duration
-					if ttl, err = disc.Advertise(n.ctx, nameNamespace(name)); err == nil {
-						n.log.Info("advertised name on the DHT", "name", name, "ttl", ttl)
-						// As go-libp2p's discovery util does: renew at 7/8.
-						wait = ttl * 7 / 8
-					}
-				}
-				if err != nil && n.ctx.Err() == nil {
-					n.log.Warn("cannot advertise name on the DHT; will retry", "name", name, "retry_in", wait, "error", err)
-				}
-			}
-			if !sleep(n.ctx, wait) {
-				return
+		defer close(a.done)
+		a.run(ctx)
+	}()
+}
+
+// Close stops advertising and waits for the advertiser's goroutine.
+func (a *advertiser) Close() {
+	if a.cancel != nil {
+		a.cancel()
+		<-a.done
+	}
+}
+
+func (a *advertiser) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		wait := advertiseRetry
+		err := a.ready(ctx)
+		if err == nil {
+			var ttl time.Duration
+			if ttl, err = a.disc.Advertise(ctx, nameNamespace(a.name)); err == nil {
+				a.log.Info("advertised name on the DHT", "name", a.name, "ttl", ttl)
+				// As go-libp2p's discovery util does: renew at 7/8.
+				wait = ttl * 7 / 8
 			}
 		}
-	}()
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("cannot advertise name on the DHT; will retry", "name", a.name, "retry_in", wait, "error", err)
+		}
+		if !sleep(ctx, a.clk, wait) {
+			return
+		}
+	}
 }
 
 // FindByName returns the peers that advertise name on the DHT (this node
@@ -57,7 +106,7 @@ func (n *Node) FindByName(ctx context.Context, name string) ([]peer.AddrInfo, er
 	if _, err := n.WaitBootstrap(ctx); err != nil {
 		return nil, fmt.Errorf("cannot look up name %q: %w", name, err)
 	}
-	if err := n.waitRoutingTable(ctx); err != nil {
+	if err := n.routing.waitRoutingTable(ctx); err != nil {
 		return nil, fmt.Errorf("cannot look up name %q: no DHT server in the routing table: %w", name, err)
 	}
 	found, err := drouting.NewRoutingDiscovery(n.DHT).FindPeers(ctx, nameNamespace(name))

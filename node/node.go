@@ -1,8 +1,9 @@
 // Package node builds the libp2p host of a p2pnode peer and joins it to the
 // overlay: identity, transports (TCP, QUIC), security (Noise, TLS), yamux,
-// resource and connection managers, AutoNAT v2, circuit relay v2 client with
-// AutoRelay, DCUtR hole punching, optional NAT port mapping, and the Kademlia
-// DHT wrapped in a routed host so that dialing a bare peer ID looks it up.
+// resource and connection managers, AutoNAT v2, circuit relay v2 client and
+// relay reservations, DCUtR hole punching, optional NAT port mapping, and the
+// Kademlia DHT wrapped in a routed host so that dialing a bare peer ID looks
+// it up.
 package node
 
 import (
@@ -13,16 +14,16 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
@@ -138,6 +139,10 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// HostOptions are extra libp2p options a role adds (see package bootstrap).
 	HostOptions []libp2p.Option
+
+	// clock drives the node's own timers (retries, backoffs, punch
+	// timeouts); default the real clock. Tests in this package set it.
+	clock clock.Clock
 }
 
 // StreamLimit bounds the streams of one protocol, in total and per peer,
@@ -152,8 +157,9 @@ type StreamLimit struct {
 	PerPeer, Total int
 }
 
-// Node is a running libp2p host joined to the overlay. Its goroutines stop on
-// Close.
+// Node is a running libp2p host joined to the overlay. Its services (joiner,
+// reachability tracker, relay reserver, puncher, name advertisers) each own
+// their goroutines; Close stops them all.
 type Node struct {
 	// Host is a routed host: NewStream and Connect to a peer with no known
 	// address look it up in the DHT.
@@ -161,32 +167,61 @@ type Node struct {
 	// DHT is the Kademlia DHT the host routes with.
 	DHT *dht.IpfsDHT
 
-	cfg    Config
-	log    *slog.Logger
-	ctx    context.Context // ends on Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	join   *joiner
-	rsv    *reserver
-	status *statusTracker
+	cfg     Config
+	log     *slog.Logger
+	clk     clock.Clock
+	routing *kadRouting
+	join    *joiner
+	reach   *reachTracker
+	rsv     *reserver // nil unless Config.ReserveRelays
+	punch   *puncher
+	metrics *nodeMetrics
 
-	started atomic.Bool // set once the host listens
-
-	metrics   *nodeMetrics
-	punches   *punchTracer
-	punchMu   sync.Mutex
-	lastPunch map[peer.ID]time.Time
+	mu          sync.Mutex
+	closed      bool
+	advertisers []*advertiser
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // New builds the host and starts joining the network through the bootstrap
 // peers in the background (see WaitBootstrap). It returns an error when a
 // listen address cannot be bound or the configuration is unusable.
 func New(cfg Config) (*Node, error) {
+	cfg, err := withDefaults(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, clk: cfg.clock, routing: newKadRouting(cfg)}
+	tracer := newPunchTracer(cfg.Logger)
+	opts, rm, err := hostOptions(cfg, n.routing, tracer)
+	if err != nil {
+		return nil, err
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+	n.Host, n.DHT = h, n.routing.kad
+	n.routing.listening.Store(true)
+	if err := n.startServices(tracer); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// withDefaults checks cfg and fills in the documented defaults.
+func withDefaults(cfg Config) (Config, error) {
 	if cfg.Identity == nil {
-		return nil, errors.New("node: no identity key given")
+		return cfg, errors.New("node: no identity key given")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.clock == nil {
+		cfg.clock = clock.New()
 	}
 	if len(cfg.ListenAddrs) == 0 {
 		cfg.ListenAddrs = DefaultListenAddrs()
@@ -204,18 +239,21 @@ func New(cfg Config) (*Node, error) {
 	if cfg.ConnHighWater == 0 {
 		cfg.ConnHighWater = 400
 	}
+	return cfg, nil
+}
 
+// hostOptions are the libp2p options of a node's host. The resource manager
+// is returned too, for the caller to close if libp2p.New fails.
+func hostOptions(cfg Config, kr *kadRouting, tracer *punchTracer) ([]libp2p.Option, network.ResourceManager, error) {
 	rm, err := newResourceManager(cfg.StreamLimits, cfg.MaxPeers)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cm, err := connmgr.NewConnManager(cfg.ConnLowWater, cfg.ConnHighWater, connmgr.WithGracePeriod(time.Minute))
 	if err != nil {
-		return nil, fmt.Errorf("connection manager: %w", err)
+		rm.Close()
+		return nil, nil, fmt.Errorf("connection manager: %w", err)
 	}
-
-	n := &Node{cfg: cfg, log: cfg.Logger, lastPunch: make(map[peer.ID]time.Time), punches: newPunchTracer(cfg.Logger)}
-	var kad *dht.IpfsDHT
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
 		libp2p.ListenAddrs(cfg.ListenAddrs...),
@@ -234,30 +272,16 @@ func New(cfg Config) (*Node, error) {
 		libp2p.UserAgent("p2pnode"),
 		libp2p.Ping(true),
 		libp2p.EnableAutoNATv2(),
+		// The relay client (dialing and accepting /p2p-circuit). Relay
+		// reservations and their circuit addresses are the reserver's
+		// (reserve.go says why not AutoRelay's).
 		libp2p.EnableRelay(),
-		libp2p.EnableHolePunching(holepunch.DirectDialTimeout(directDialTimeout), holepunch.WithTracer(n.punches)),
+		libp2p.EnableHolePunching(holepunch.DirectDialTimeout(directDialTimeout), holepunch.WithTracer(tracer)),
 		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
-		libp2p.EnableAutoRelayWithPeerSource(n.relayCandidates),
-		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
-			var err error
-			kad, err = dht.New(h,
-				dht.Mode(kadMode(cfg.DHTMode)),
-				dht.ProtocolPrefix(cfg.DHTProtocolPrefix),
-				// Not before New returns: the DHT would dial the bootstrap
-				// peers while the host is not listening yet, from a port
-				// that is not the listen port, and identify's observed
-				// address for that connection is then discarded, which
-				// keeps hole punching off (see waitProtocol). The joiner
-				// dials them once the host listens.
-				dht.BootstrapPeersFunc(func() []peer.AddrInfo {
-					if !n.started.Load() {
-						return nil
-					}
-					return cfg.BootstrapPeers
-				}),
-			)
-			return kad, err
-		}),
+		libp2p.Routing(kr.construct),
+	}
+	if cfg.ClientOnly {
+		opts = append(opts, libp2p.AddrsFactory(clientOnlyAddrs))
 	}
 	if cfg.NATPortMap {
 		opts = append(opts, libp2p.NATPortMap())
@@ -267,107 +291,46 @@ func New(cfg Config) (*Node, error) {
 	} else {
 		opts = append(opts, libp2p.DisableMetrics())
 	}
+	return append(opts, cfg.HostOptions...), rm, nil
+}
+
+// clientOnlyAddrs is a ClientOnly node's address factory: it hides the
+// public addresses (see Config.ClientOnly).
+func clientOnlyAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
+	return slices.DeleteFunc(slices.Clone(addrs), func(a ma.Multiaddr) bool {
+		return !isRelayAddr(a) && manet.IsPublicAddr(a)
+	})
+}
+
+// startServices builds and starts the node's services on its host. The
+// reachability tracker starts first, so that its "since" counts from the
+// start and the reserver reads a verdict from its first look.
+func (n *Node) startServices(tracer *punchTracer) error {
+	cfg, h := n.cfg, n.Host
+	n.reach = newReachTracker(h, n.log, n.clk)
+	n.reach.Start()
+	n.punch = newPuncher(h, tracer, n.PathTo, n.log, n.clk)
+	// n.metrics is set below, before any punch can start (they start from
+	// Connect and Reconnect, after New returns).
+	n.punch.punched = func(direct bool, took time.Duration) { n.metrics.punched(direct, took) }
+	n.join = newJoiner(h, n.DHT, cfg.BootstrapPeers, n.log, n.clk)
+	n.join.Start()
 	if cfg.ReserveRelays {
-		n.rsv = newReserver(cfg.BootstrapPeers, cfg.Logger)
+		rsv, err := newReserver(h, cfg.BootstrapPeers, n.DHT.RoutingTable().ListPeers, n.reach, n.log, n.clk)
+		if err != nil {
+			return err
+		}
+		n.rsv = rsv
+		n.rsv.Start()
 	}
-	opts = append(opts, libp2p.AddrsFactory(n.addrsFactory))
-	opts = append(opts, cfg.HostOptions...)
-
-	h, err := libp2p.New(opts...)
-	if err != nil {
-		rm.Close()
-		return nil, fmt.Errorf("start libp2p host: %w", err)
-	}
-	n.Host = h
-	n.DHT = kad
 	if cfg.Metrics != nil {
+		// Last: the reservations gauge reads n.rsv.
+		var err error
 		if n.metrics, err = newNodeMetrics(cfg.Metrics, n); err != nil {
-			h.Close()
-			return nil, err
+			return err
 		}
 	}
-	n.started.Store(true)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	n.ctx, n.cancel = ctx, cancel
-	n.startStatusTracker(ctx)
-	n.join = newJoiner(h, kad, cfg.BootstrapPeers, cfg.Logger)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		n.join.run(ctx)
-	}()
-	if n.rsv != nil {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.rsv.run(ctx, h)
-		}()
-	}
-	return n, nil
-}
-
-func kadMode(m DHTMode) dht.ModeOpt {
-	switch m {
-	case DHTModeServer:
-		return dht.ModeServer
-	case DHTModeClient:
-		return dht.ModeClient
-	default:
-		return dht.ModeAuto
-	}
-}
-
-// addrsFactory shapes the addresses the host advertises: circuit addresses
-// of our own relay reservations added, public ones hidden on a ClientOnly
-// node.
-func (n *Node) addrsFactory(addrs []ma.Multiaddr) []ma.Multiaddr {
-	if n.cfg.ClientOnly {
-		addrs = slices.DeleteFunc(slices.Clone(addrs), func(a ma.Multiaddr) bool {
-			return !isRelayAddr(a) && manet.IsPublicAddr(a)
-		})
-	}
-	if n.rsv != nil {
-		addrs = n.rsv.addrsFactory(addrs)
-	}
-	return addrs
-}
-
-// relayCandidates feeds AutoRelay: the bootstrap peers first (p2pnode
-// bootstrap nodes run a relay), then DHT servers from the routing table.
-// AutoRelay itself checks that a candidate speaks the relay hop protocol.
-func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInfo {
-	out := make(chan peer.AddrInfo, num)
-	go func() {
-		defer close(out)
-		sent := 0
-		send := func(ai peer.AddrInfo) bool {
-			if sent >= num || len(ai.Addrs) == 0 {
-				return sent < num
-			}
-			select {
-			case out <- ai:
-				sent++
-				return true
-			case <-ctx.Done():
-				return false
-			}
-		}
-		for _, ai := range n.cfg.BootstrapPeers {
-			if !send(ai) {
-				return
-			}
-		}
-		if n.DHT == nil {
-			return
-		}
-		for _, p := range n.DHT.RoutingTable().ListPeers() {
-			if !send(n.Host.Peerstore().PeerInfo(p)) {
-				return
-			}
-		}
-	}()
-	return out
+	return nil
 }
 
 // ID returns the node's peer ID.
@@ -397,26 +360,6 @@ func (n *Node) WaitBootstrap(ctx context.Context) (int, error) {
 	}
 }
 
-// waitRoutingTable waits until the DHT routing table holds a peer. A
-// connected bootstrap peer enters the table only once identify has shown
-// that it speaks the DHT protocol, a few milliseconds after the connection;
-// a lookup before that fails at once with "failed to find any peer in table".
-func (n *Node) waitRoutingTable(ctx context.Context) error {
-	if n.DHT == nil || len(n.cfg.BootstrapPeers) == 0 {
-		return nil
-	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for n.DHT.RoutingTable().Size() == 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
-}
-
 // Reservations returns the relay reservations the node holds now (none
 // unless Config.ReserveRelays).
 func (n *Node) Reservations() []Reservation {
@@ -426,16 +369,38 @@ func (n *Node) Reservations() []Reservation {
 	return n.rsv.Reservations()
 }
 
-// Close stops joining, the DHT and the host.
+// Close stops the node's services (waiting for their goroutines), then the
+// DHT and the host. Calling it again returns the first call's error.
 func (n *Node) Close() error {
-	n.cancel()
-	n.wg.Wait()
-	var errs []error
-	if n.DHT != nil {
-		errs = append(errs, n.DHT.Close())
-	}
-	errs = append(errs, n.Host.Close())
-	return errors.Join(errs...)
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		advs := n.advertisers
+		n.mu.Unlock()
+		for _, a := range advs {
+			a.Close()
+		}
+		// Nil checks: New closes a node whose services did not all start.
+		if n.punch != nil {
+			n.punch.Close()
+		}
+		if n.rsv != nil {
+			n.rsv.Close()
+		}
+		if n.join != nil {
+			n.join.Close()
+		}
+		if n.reach != nil {
+			n.reach.Close()
+		}
+		var errs []error
+		if n.DHT != nil {
+			errs = append(errs, n.DHT.Close())
+		}
+		errs = append(errs, n.Host.Close())
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
 }
 
 func describeAddrInfos(ais []peer.AddrInfo) string {

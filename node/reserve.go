@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"github.com/filecoin-project/go-clock"
 	"log/slog"
 	"slices"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 const (
@@ -23,7 +26,13 @@ const (
 	// reserveRefreshBefore renews a reservation this long before it expires
 	// (relays default to a 1 h TTL).
 	reserveRefreshBefore = 5 * time.Minute
+	// reserveCheckInterval is how often the reserver looks again with no
+	// event: a failed reservation is retried, and a reservation renewed.
 	reserveCheckInterval = 30 * time.Second
+	// fallbackRelays is how many relays the reserver takes from the DHT
+	// routing table when no bootstrap peer gives it a reservation (as
+	// go-libp2p's AutoRelay strives for 2).
+	fallbackRelays = 2
 )
 
 // Reservation is a circuit relay v2 slot this node holds on a relay.
@@ -38,51 +47,79 @@ type Reservation struct {
 	LimitData     uint64
 }
 
-// reserver holds relay reservations on the bootstrap peers while the node has
-// no confirmed public address, and publishes the matching /p2p-circuit
-// addresses. go-libp2p's AutoRelay does the same only once AutoNAT v1 says
-// "private", about 17 s after start in the NAT lab; a reservation takes about
-// 10 ms, so a serving peer is reachable by peer ID almost at once. When
-// AutoNAT confirms a public address the reservations are dropped.
+// reserver holds relay reservations on the bootstrap peers while the node is
+// not public (reachTracker's verdict), and is the node's one publisher of
+// /p2p-circuit addresses: it emits EvtAutoRelayAddrsUpdated, the event
+// go-libp2p's AutoRelay emits, from which the host's address manager takes
+// relay addresses (and adds them only while AutoNAT v2 has confirmed no
+// address of ours). go-libp2p's AutoRelay is not used: it starts only on
+// AutoNAT v1's "private" verdict, about 17 s after start in the NAT lab, and
+// with fewer than 4 relay candidates it waits 3 minutes more (its
+// bootDelay), whereas a reservation here takes about 10 ms, so a serving
+// peer is reachable by peer ID almost at once; and two emitters of that
+// event would overwrite each other's addresses in the host. What AutoRelay
+// did besides, finding relays among the DHT's peers when the bootstrap peers
+// run none (the public Amino DHT's), the reserver does once AutoNAT says
+// private: up to fallbackRelays connected routing-table peers that speak
+// the relay hop protocol.
 type reserver struct {
 	h      host.Host
 	relays []peer.AddrInfo
-	log    *slog.Logger
+	// candidates lists the DHT routing table's peers, for fallback relays;
+	// nil: bootstrap peers only.
+	candidates func() []peer.ID
+	reach      *reachTracker
+	log        *slog.Logger
+	clk        clock.Clock
 
-	mu     sync.Mutex
-	rsvps  map[peer.ID]*client.Reservation
-	public bool
 	emit   event.Emitter
+	sub    event.Subscription
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	rsvps    map[peer.ID]*client.Reservation
+	fallback []peer.AddrInfo // relays from candidates, reserved on
 }
 
-func newReserver(relays []peer.AddrInfo, log *slog.Logger) *reserver {
-	return &reserver{relays: relays, log: log, rsvps: make(map[peer.ID]*client.Reservation)}
-}
-
-// addrsFactory appends the circuit addresses of the held reservations to the
-// host's addresses; it is given to libp2p.AddrsFactory.
-func (r *reserver) addrsFactory(addrs []ma.Multiaddr) []ma.Multiaddr {
-	return append(addrs, r.circuitAddrs()...)
-}
-
-// circuitAddrs returns RELAYADDR/p2p/RELAY/p2p-circuit for each reservation.
-func (r *reserver) circuitAddrs() []ma.Multiaddr {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []ma.Multiaddr
-	for _, ai := range r.relays {
-		if _, ok := r.rsvps[ai.ID]; !ok {
-			continue
-		}
-		suffix, err := ma.NewMultiaddr("/p2p/" + ai.ID.String() + "/p2p-circuit")
-		if err != nil {
-			continue
-		}
-		for _, a := range ai.Addrs {
-			out = append(out, a.Encapsulate(suffix))
-		}
+// newReserver subscribes to the events the reserver follows; Start runs it.
+// It fails when the event bus refuses the emitter or the subscription.
+func newReserver(h host.Host, relays []peer.AddrInfo, candidates func() []peer.ID, reach *reachTracker, log *slog.Logger, clk clock.Clock) (*reserver, error) {
+	emit, err := h.EventBus().Emitter(new(event.EvtAutoRelayAddrsUpdated), eventbus.Stateful)
+	if err != nil {
+		return nil, fmt.Errorf("relay reservations: cannot publish relay addresses: %w", err)
 	}
-	return out
+	sub, err := h.EventBus().Subscribe([]any{
+		new(event.EvtPeerIdentificationCompleted),
+		new(event.EvtPeerConnectednessChanged),
+	})
+	if err != nil {
+		emit.Close()
+		return nil, fmt.Errorf("relay reservations: cannot watch connections: %w", err)
+	}
+	return &reserver{h: h, relays: relays, candidates: candidates, reach: reach, log: log, clk: clk, emit: emit, sub: sub,
+		rsvps: make(map[peer.ID]*client.Reservation), done: make(chan struct{})}, nil
+}
+
+// Start reserves in a goroutine of its own until Close.
+func (r *reserver) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		defer close(r.done)
+		r.run(ctx)
+	}()
+}
+
+// Close stops reserving and waits for the reserver's goroutine. The
+// reservations lapse with the connections to the relays.
+func (r *reserver) Close() {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+	}
+	r.sub.Close()
+	r.emit.Close()
 }
 
 // Reservations returns the reservations held now.
@@ -97,79 +134,119 @@ func (r *reserver) Reservations() []Reservation {
 	return out
 }
 
-func (r *reserver) run(ctx context.Context, h host.Host) {
-	r.h = h
-	emit, err := h.EventBus().Emitter(new(event.EvtAutoRelayAddrsUpdated), eventbus.Stateful)
-	if err != nil {
-		r.log.Error("cannot publish relay addresses", "error", err)
-		return
+// circuitAddrs returns RELAYADDR/p2p/RELAY/p2p-circuit for each reservation.
+func (r *reserver) circuitAddrs() []ma.Multiaddr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []ma.Multiaddr
+	for _, ai := range append(slices.Clone(r.relays), r.fallback...) {
+		if _, ok := r.rsvps[ai.ID]; !ok {
+			continue
+		}
+		suffix, err := ma.NewMultiaddr("/p2p/" + ai.ID.String() + "/p2p-circuit")
+		if err != nil {
+			continue
+		}
+		for _, a := range ai.Addrs {
+			out = append(out, a.Encapsulate(suffix))
+		}
 	}
-	defer emit.Close()
-	r.emit = emit
-	sub, err := h.EventBus().Subscribe([]any{
-		new(event.EvtHostReachableAddrsChanged),
-		new(event.EvtLocalReachabilityChanged),
-		new(event.EvtPeerIdentificationCompleted),
-		new(event.EvtPeerConnectednessChanged),
-	})
-	if err != nil {
-		r.log.Error("cannot watch reachability; relay reservations disabled", "error", err)
-		return
-	}
-	defer sub.Close()
-	t := time.NewTicker(reserveCheckInterval)
+	return out
+}
+
+func (r *reserver) run(ctx context.Context) {
+	t := r.clk.Ticker(reserveCheckInterval)
 	defer t.Stop()
-	r.reconcile(ctx)
 	for {
+		reachChanged := r.reach.changed.wait()
+		r.reconcile(ctx)
 		select {
 		case <-ctx.Done():
 			return
-		case e := <-sub.Out():
-			switch ev := e.(type) {
-			case event.EvtHostReachableAddrsChanged:
-				// AutoNAT v2 confirmed (or stopped confirming) addresses.
-				r.setPublic(len(ev.Reachable) > 0)
-			case event.EvtLocalReachabilityChanged:
-				if ev.Reachability == network.ReachabilityPublic {
-					r.setPublic(true)
-				}
-			}
+		case <-r.sub.Out():
+			drain(r.sub.Out()) // one look covers a burst of events
+		case <-reachChanged:
 		case <-t.C:
 		}
-		r.reconcile(ctx)
 	}
-}
-
-func (r *reserver) setPublic(public bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if public != r.public {
-		r.log.Info("reachability changed", "public", public)
-	}
-	r.public = public
 }
 
 // reconcile reserves on every connected relay that lacks a fresh
 // reservation, or drops all of them once the node is public.
 func (r *reserver) reconcile(ctx context.Context) {
+	public := r.reach.Reachability() == ReachabilityPublic
 	r.mu.Lock()
-	public := r.public
 	changed := false
 	if public && len(r.rsvps) > 0 {
 		clear(r.rsvps)
+		r.fallback = nil
 		changed = true
 		r.log.Info("public address confirmed; relay reservations no longer needed")
 	}
 	r.mu.Unlock()
 
 	if !public {
+		held := 0
 		for _, ai := range r.relays {
 			changed = r.reserve(ctx, ai) || changed
+			if r.holds(ai.ID) {
+				held++
+			}
+		}
+		if held == 0 {
+			changed = r.reserveFallback(ctx) || changed
 		}
 	}
 	if changed {
 		r.publish()
 	}
+}
+
+func (r *reserver) holds(id peer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.rsvps[id]
+	return ok
+}
+
+// reserveFallback keeps reservations on up to fallbackRelays relays from
+// the routing table while AutoNAT says private; it reports whether the set
+// of reservations changed.
+func (r *reserver) reserveFallback(ctx context.Context) bool {
+	r.mu.Lock()
+	inUse := slices.Clone(r.fallback)
+	r.mu.Unlock()
+	changed := false
+	var kept []peer.AddrInfo
+	for _, ai := range inUse {
+		changed = r.reserve(ctx, ai) || changed
+		if r.holds(ai.ID) {
+			kept = append(kept, ai)
+		}
+	}
+	if r.candidates != nil && r.reach.Reachability() == ReachabilityPrivate {
+		for _, id := range r.candidates() {
+			if len(kept) >= fallbackRelays {
+				break
+			}
+			if slices.ContainsFunc(r.relays, func(ai peer.AddrInfo) bool { return ai.ID == id }) ||
+				slices.ContainsFunc(kept, func(ai peer.AddrInfo) bool { return ai.ID == id }) {
+				continue
+			}
+			// The circuit address must be one that others can dial.
+			ai := peer.AddrInfo{ID: id, Addrs: slices.DeleteFunc(slices.Clone(r.h.Peerstore().Addrs(id)), func(a ma.Multiaddr) bool {
+				return !manet.IsPublicAddr(a)
+			})}
+			if len(ai.Addrs) > 0 && r.reserve(ctx, ai) {
+				kept = append(kept, ai)
+				changed = true
+			}
+		}
+	}
+	r.mu.Lock()
+	r.fallback = kept
+	r.mu.Unlock()
+	return changed
 }
 
 // reserve makes or renews the reservation on one relay; it reports whether
@@ -190,7 +267,7 @@ func (r *reserver) reserve(ctx context.Context, ai peer.AddrInfo) bool {
 		}
 		return false
 	}
-	if cur != nil && time.Until(cur.Expiration) > reserveRefreshBefore {
+	if cur != nil && r.clk.Until(cur.Expiration) > reserveRefreshBefore {
 		return false
 	}
 	if ok, _ := r.h.Peerstore().SupportsProtocols(ai.ID, proto.ProtoIDv2Hop); len(ok) == 0 {
@@ -215,12 +292,22 @@ func (r *reserver) reserve(ctx context.Context, ai peer.AddrInfo) bool {
 }
 
 // publish makes the host recompute its addresses now rather than at its next
-// 5 s tick: the host takes relay addresses from this event (the one AutoRelay
-// emits), and identify pushes the new addresses to connected peers, the
-// bootstrap node among them, which answers DHT FIND_PEER with them.
+// 5 s tick: the host takes relay addresses from this event, and identify
+// pushes the new addresses to connected peers, the bootstrap node among
+// them, which answers DHT FIND_PEER with them.
 func (r *reserver) publish() {
-	addrs := r.circuitAddrs()
-	if err := r.emit.Emit(event.EvtAutoRelayAddrsUpdated{RelayAddrs: addrs}); err != nil {
+	if err := r.emit.Emit(event.EvtAutoRelayAddrsUpdated{RelayAddrs: r.circuitAddrs()}); err != nil {
 		r.log.Warn("cannot publish relay addresses", "error", err)
+	}
+}
+
+// drain takes what is queued on ch without waiting.
+func drain(ch <-chan any) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
 	}
 }

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -130,7 +128,7 @@ func (n *Node) Status() Status {
 		BootstrapPeers:    []BootstrapPeerStatus{},
 		Connections:       []ConnStatus{},
 	}
-	n.statusTracker().fill(&st)
+	n.reach.fill(&st)
 
 	for _, r := range n.Reservations() {
 		st.RelayReservations = append(st.RelayReservations, ReservationStatus{
@@ -289,157 +287,4 @@ func (n *Node) Ping(ctx context.Context, p peer.ID, count int) (PingResult, erro
 		}
 	}
 	return res, nil
-}
-
-// statusTracker follows the events behind Status's reachability and NAT
-// mapping fields. It subscribes to go-libp2p's stateful emitters, so it
-// also learns what was emitted before it started (a bootstrap node's forced
-// public reachability is emitted while libp2p.New runs).
-type statusTracker struct {
-	sub event.Subscription
-
-	mu          sync.Mutex
-	v1          network.Reachability
-	reachable   []ma.Multiaddr // AutoNAT v2
-	unreachable []ma.Multiaddr
-	nat         map[network.NATTransportProtocol]network.NATDeviceType
-	reach       Reachability
-	since       time.Time
-}
-
-// startStatusTracker follows reachability and NAT events until ctx ends;
-// New calls it, so that "since" counts from the start.
-func (n *Node) startStatusTracker(ctx context.Context) {
-	t := newStatusTracker(n)
-	n.status = t
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		t.run(ctx, nil)
-	}()
-}
-
-func (n *Node) statusTracker() *statusTracker { return n.status }
-
-func newStatusTracker(n *Node) *statusTracker {
-	t := &statusTracker{
-		v1:    network.ReachabilityUnknown,
-		nat:   make(map[network.NATTransportProtocol]network.NATDeviceType),
-		reach: ReachabilityUnknown,
-		since: time.Now(),
-	}
-	sub, err := n.Host.EventBus().Subscribe([]any{
-		new(event.EvtLocalReachabilityChanged),
-		new(event.EvtHostReachableAddrsChanged),
-		new(event.EvtNATDeviceTypeChanged),
-	})
-	if err != nil {
-		n.log.Error("cannot watch reachability; status will say unknown", "error", err)
-		return t
-	}
-	t.sub = sub
-	// The bus replays the stateful emitters' last events to a new
-	// subscriber, but from a goroutine of its own: a Status right after a
-	// lazy start would miss them. The basic host knows the current state
-	// (the routed host lets these assertions through to it); the events
-	// that follow, replays included, only update it.
-	if h, ok := n.Host.(interface{ Reachability() network.Reachability }); ok {
-		t.v1 = h.Reachability()
-	}
-	if h, ok := n.Host.(interface {
-		ConfirmedAddrs() (reachable, unreachable, unknown []ma.Multiaddr)
-	}); ok {
-		t.reachable, t.unreachable, _ = h.ConfirmedAddrs()
-	}
-	t.reach = t.combined()
-	return t
-}
-
-func (t *statusTracker) run(ctx context.Context, hostDone <-chan struct{}) {
-	var events <-chan any // none if the subscription failed
-	if t.sub != nil {
-		defer t.sub.Close()
-		events = t.sub.Out()
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hostDone:
-			return
-		case e, ok := <-events:
-			if !ok {
-				return
-			}
-			t.handle(e)
-		}
-	}
-}
-
-func (t *statusTracker) handle(e any) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch ev := e.(type) {
-	case event.EvtLocalReachabilityChanged:
-		t.v1 = ev.Reachability
-	case event.EvtHostReachableAddrsChanged:
-		t.reachable = slices.Clone(ev.Reachable)
-		t.unreachable = slices.Clone(ev.Unreachable)
-	case event.EvtNATDeviceTypeChanged:
-		t.nat[ev.TransportProtocol] = ev.NatDeviceType
-	}
-	if r := t.combined(); r != t.reach {
-		t.reach, t.since = r, time.Now()
-	}
-}
-
-// combined is public when either AutoNAT version says so (v2 per address:
-// one reachable address is enough), private when either says private, and
-// unknown otherwise.
-func (t *statusTracker) combined() Reachability {
-	v1 := reachability(t.v1)
-	switch {
-	case v1 == ReachabilityPublic || len(t.reachable) > 0:
-		return ReachabilityPublic
-	case v1 == ReachabilityPrivate || len(t.unreachable) > 0:
-		return ReachabilityPrivate
-	default:
-		return ReachabilityUnknown
-	}
-}
-
-func (t *statusTracker) fill(st *Status) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	st.Reachability = t.reach
-	st.ReachabilitySince = t.since
-	st.AutoNATv1 = reachability(t.v1)
-	st.ReachableAddrs = addrStrings(t.reachable)
-	st.UnreachableAddrs = addrStrings(t.unreachable)
-	st.NATMapping = NATMapping{
-		TCP: natMapping(t.nat[network.NATTransportTCP]),
-		UDP: natMapping(t.nat[network.NATTransportUDP]),
-	}
-}
-
-func reachability(r network.Reachability) Reachability {
-	switch r {
-	case network.ReachabilityPublic:
-		return ReachabilityPublic
-	case network.ReachabilityPrivate:
-		return ReachabilityPrivate
-	default:
-		return ReachabilityUnknown
-	}
-}
-
-func natMapping(t network.NATDeviceType) string {
-	switch t {
-	case network.NATDeviceTypeEndpointIndependent:
-		return NATEndpointIndependent
-	case network.NATDeviceTypeEndpointDependent:
-		return NATEndpointDependent
-	default:
-		return NATUnknown
-	}
 }
