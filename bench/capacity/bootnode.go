@@ -79,6 +79,11 @@ func bootStatus(ctx context.Context, bin, home string) (conns int, err error) {
 	return len(st.Connections), nil
 }
 
+// runBootstrapN is the bootstrap benchmark, step by step: start the
+// bootstrap node, join n peers (parallel at a time, every reserveEvery-th
+// with a relay reservation), let them idle, time lookups, and sample the
+// bootstrap node throughout. One function (over 60 lines) for the same
+// reason as runConns: the order of the steps is what the figures mean.
 func runBootstrapN(ctx context.Context, bin, dir string, n, parallel, reserveEvery int, idle time.Duration, lookups int) (*bootResult, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err

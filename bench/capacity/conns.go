@@ -93,6 +93,12 @@ type namedSampler struct {
 	s    *sampler
 }
 
+// runConns is the conns benchmark, step by step: start the processes, open
+// n connections, move size bytes each way, sample RSS and file descriptors
+// throughout, close, watch the descriptors come back, and repeat for
+// rounds. It stays one function (over 60 lines) because the order of those
+// steps is what the figures mean; split, the samplers' start and stop would
+// sit in different places from what they measure.
 func runConns(ctx context.Context, bin, dir string, n int, size int64, settle, afterWait time.Duration, rounds int) error {
 	boot, bootAddr, err := startBootstrap(ctx, bin, dir)
 	if err != nil {

@@ -32,6 +32,9 @@ import (
 	"time"
 )
 
+// main parses the subcommand's flags and runs it; over 60 lines because
+// each subcommand's flags are declared where they are read, so that the
+// usage a user sees and the code stay side by side.
 func main() {
 	bin := flag.String("bin", "", "p2pnode binary (built without -race)")
 	dir := flag.String("dir", "", "work directory (homes and logs); default a new one under /tmp")
