@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -42,15 +41,13 @@ func (e *Error) Error() string { return e.Message }
 func Dial(home string) (*Client, error) {
 	path := SocketPath(home)
 	if fi, err := os.Lstat(path); err == nil {
-		// The daemon would refuse us (SO_PEERCRED) after the connect
-		// that root may make: say why before.
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-			return nil, fmt.Errorf("the p2pnode daemon in %s runs as another user (uid %d); run this command as that user", home, st.Uid)
+		if err := checkSocketOwner(home, fi); err != nil {
+			return nil, err
 		}
 	}
 	c, err := net.DialTimeout("unix", path, dialTimeout)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+		if errors.Is(err, fs.ErrNotExist) || isConnRefused(err) {
 			return nil, fmt.Errorf("%w in %s", ErrNotRunning, home)
 		}
 		return nil, fmt.Errorf("cannot reach the p2pnode daemon at %s: %w", path, err)
