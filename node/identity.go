@@ -64,8 +64,8 @@ func LoadIdentity(path string) (crypto.PrivKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read identity key: %w", err)
 	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("identity key %s is accessible by others (mode %04o); run `chmod 600 %s`", path, perm, path)
+	if err := checkKeyPerm(path, info); err != nil {
+		return nil, err
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {

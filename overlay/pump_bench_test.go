@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"syscall"
 	"testing"
 	"time"
 
@@ -104,12 +103,6 @@ func reportCPU(b *testing.B) func() {
 	return func() {
 		b.ReportMetric(float64((cpuTime()-start).Microseconds())/float64(b.N), "cpu-µs/op")
 	}
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkForward moves bytes through a forward: "up" from the forwarding

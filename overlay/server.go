@@ -9,7 +9,6 @@ import (
 	"net"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -424,7 +423,7 @@ func (s *Server) respond(str network.Stream, resp response) error {
 // innermost error text (which does not repeat the target address).
 func dialCause(err error, timeout time.Duration) string {
 	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
+	case isConnRefused(err):
 		return "connection refused"
 	case errors.Is(err, context.Canceled):
 		return "the serving peer is shutting down"

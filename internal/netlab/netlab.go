@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netlab builds, for one test, a small internet out of Linux network
 // namespaces, so that integration tests can run the real p2pnode binary on
 // hosts behind NAT routers of a chosen RFC 4787 behaviour. It is test

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package sshtest starts a real OpenSSH sshd on loopback for a test, with
 // throw-away host and user keys, and gives the ssh client arguments that log
 // in to it. It is test support: only tests import it.

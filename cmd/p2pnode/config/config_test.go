@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
 )
 
 // Real peer IDs (from fresh Ed25519 keys) for the tests.

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
@@ -35,15 +34,13 @@ var _ daemon.API = (*Client)(nil)
 func Dial(home string) (*Client, error) {
 	path := SocketPath(home)
 	if fi, err := os.Lstat(path); err == nil {
-		// The daemon would refuse us (SO_PEERCRED) after the connect
-		// that root may make: say why before.
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-			return nil, fmt.Errorf("the p2pnode daemon in %s runs as another user (uid %d); run this command as that user", home, st.Uid)
+		if err := checkSocketOwner(home, fi); err != nil {
+			return nil, err
 		}
 	}
 	c, err := net.DialTimeout("unix", path, dialTimeout)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+		if errors.Is(err, fs.ErrNotExist) || isConnRefused(err) {
 			return nil, fmt.Errorf("%w in %s", ErrNotRunning, home)
 		}
 		return nil, fmt.Errorf("cannot reach the p2pnode daemon at %s: %w", path, err)

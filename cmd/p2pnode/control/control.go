@@ -7,7 +7,9 @@
 //
 // Only the user who runs the daemon may use it: the socket has mode 0600 in a
 // directory created 0700, and the server also refuses connections whose
-// peer credentials (SO_PEERCRED) name another user.
+// peer credentials (SO_PEERCRED on Linux, LOCAL_PEERCRED on macOS) name
+// another user. Windows has no peer credentials on AF_UNIX: there the socket
+// file gets a DACL that allows only the daemon's user (socket_windows.go).
 //
 // Every request is POST /v2/OP with a JSON body and the header
 // P2pnode-Api-Version: 2 (daemon.APIVersion); every answer is an envelope
@@ -35,17 +37,15 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 const (
 	// SocketName is the control socket's file name in the home directory.
 	SocketName = "control.sock"
-	// lockName is the file a daemon holds an flock on while it owns the
-	// socket, so that two daemons starting at once cannot both take it.
+	// lockName is the file a daemon holds a lock on (lock.go) while it
+	// owns the socket, so that two daemons starting at once cannot both
+	// take it.
 	lockName = "control.lock"
 
 	dialTimeout   = 2 * time.Second
@@ -73,7 +73,7 @@ func SocketPath(home string) string { return filepath.Join(home, SocketName) }
 type Server struct {
 	path string
 	ln   *net.UnixListener
-	lock *os.File
+	lock *homeLock
 	log  *slog.Logger
 	uid  int // the only user allowed to connect
 
@@ -123,9 +123,7 @@ func Listen(home string, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	// Between bind and chmod the socket has the umask's mode; SO_PEERCRED
-	// refuses other users in that window too.
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := restrictSocket(path); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -135,30 +133,6 @@ func Listen(home string, log *slog.Logger) (*Server, error) {
 		path: path, ln: ln, lock: lock, log: log, uid: os.Getuid(),
 		ctx: ctx, cancel: cancel, served: make(chan struct{}),
 	}, nil
-}
-
-// lockHome takes an exclusive flock on home's lock file, held until Close.
-func lockHome(home string) (*os.File, error) {
-	lockPath := filepath.Join(home, lockName)
-	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("control socket lock: %w", err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if errors.Is(err, unix.EWOULDBLOCK) {
-		f.Close()
-		return nil, fmt.Errorf("%w in %s (it holds %s)", ErrAlreadyRunning, home, lockPath)
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("control socket lock %s: %w", lockPath, err)
-	}
-	return f, nil
 }
 
 // removeStale removes the socket file at path if nothing answers on it.
@@ -178,7 +152,7 @@ func removeStale(path string, log *slog.Logger) error {
 		c.Close()
 		return fmt.Errorf("%w in %s (it answers on %s)", ErrAlreadyRunning, filepath.Dir(path), path)
 	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
+	if !isConnRefused(err) {
 		return fmt.Errorf("control socket %s exists and cannot be checked: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {

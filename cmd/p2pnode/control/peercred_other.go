@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build unix && !linux && !darwin
 
 package control
 
@@ -7,8 +7,9 @@ import (
 	"os"
 )
 
-// peerUID cannot ask the kernel on this system: the socket's mode (0600)
-// alone keeps other users out.
+// peerUID cannot ask the kernel on this system (the BSDs have getpeereid,
+// but p2pnode is built and tested for Linux, macOS and Windows only): the
+// socket's mode (0600) alone keeps other users out.
 func peerUID(*net.UnixConn) (int, error) {
 	return os.Getuid(), nil
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command natprobe is a tiny network probe that netlab's tests (and any
 // integration test) run inside lab namespaces to observe NAT behaviour from
 // the outside: a STUN-like reflector tells a prober which source ip:port it
