@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -125,6 +126,10 @@ func fewerStreams(c, best network.Conn) bool {
 	return c.Stat().NumStreams < best.Stat().NumStreams
 }
 
+// errConnNewStream marks a failure to open a stream on the chosen
+// connection itself (it was closing, say), before any negotiation.
+var errConnNewStream = errors.New("failed to open stream")
+
 // newStreamOn opens a stream for proto on the connection c to p, the way
 // go-libp2p's basic host opens one on the connection its swarm picks
 // (basichost.BasicHost.NewStream): the negotiation is bounded by ctx, or by
@@ -144,7 +149,7 @@ func newStreamOn(ctx context.Context, h host.Host, c network.Conn, proto protoco
 	p := c.RemotePeer()
 	s, err := c.NewStream(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("failed to open stream: %w", err)
+		return nil, fmt.Errorf("%w: %w", errConnNewStream, err)
 	}
 	defer func() {
 		if err != nil {

@@ -265,7 +265,11 @@ func openStream(ctx context.Context, h host.Host, p peer.ID, service string, opt
 // it, connecting first.
 func newStream(ctx context.Context, h host.Host, p peer.ID, cfg dialConfig) (network.Stream, error) {
 	if c := preferredConn(h, p, cfg.prefer); c != nil {
-		return newStreamOn(ctx, h, c, cfg.protocol)
+		s, err := newStreamOn(ctx, h, c, cfg.protocol)
+		if !errors.Is(err, errConnNewStream) || ctx.Err() != nil {
+			return s, err
+		}
+		// The chosen connection went away under us: the others may not.
 	}
 	return h.NewStream(ctx, p, cfg.protocol)
 }
