@@ -219,3 +219,31 @@ func (s *lazyStream) CloseWrite() error {
 	}
 	return s.Stream.CloseWrite()
 }
+
+// Carrier is one connection to a peer that carries forwarded connections.
+type Carrier struct {
+	Transport string `json:"transport"` // as ConnTransport names it
+	Path      string `json:"path"`      // "direct" or "relayed"
+	Streams   int    `json:"streams"`   // forward streams (TCP and UDP) open on it
+}
+
+// Carriers lists the connections to p that carry forward streams (of
+// [ProtocolID] or [UDPProtocolID], opened by either side) and how many each
+// carries, oldest connection first: what `status` shows for a forward. A
+// forward whose connection changed has streams on both the old and the new
+// one until the old ones end.
+func Carriers(h host.Host, p peer.ID) []Carrier {
+	var out []Carrier
+	for _, c := range h.Network().ConnsToPeer(p) {
+		n := 0
+		for _, s := range c.GetStreams() {
+			if pr := s.Protocol(); pr == ProtocolID || pr == UDPProtocolID {
+				n++
+			}
+		}
+		if n > 0 {
+			out = append(out, Carrier{Transport: ConnTransport(c), Path: ConnPath(c), Streams: n})
+		}
+	}
+	return out
+}

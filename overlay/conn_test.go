@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -148,6 +149,10 @@ func TestForwardPrefersTCP(t *testing.T) {
 	if got := ConnTransport(onTCP.Conn()); got != "tcp" {
 		t.Errorf("forward stream over %s, want tcp", got)
 	}
+	want := []Carrier{{"tcp", "direct", 1}, {"quic-v1", "direct", 1}}
+	if got := Carriers(client, server.ID()); !sameCarriers(got, want) {
+		t.Errorf("Carriers = %+v, want %+v", got, want)
+	}
 	data := randomBytes(11, 1<<20)
 	echoOver(t, onTCP, data)
 	echoOver(t, onQUIC, data)
@@ -235,4 +240,17 @@ func forwardEcho(t *testing.T, f *Forwarder, data []byte) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("echo through the forward: %d of %d bytes, %v", len(got), len(data), err)
 	}
+}
+
+// sameCarriers compares carrier lists in any order.
+func sameCarriers(a, b []Carrier) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
