@@ -28,10 +28,11 @@ type dialConfig struct {
 	responseTimeout time.Duration
 	allowLimited    bool
 	protocol        protocol.ID
+	prefer          []string // see WithPreferTransports
 }
 
 func newDialConfig(opts []DialOption) (dialConfig, error) {
-	cfg := dialConfig{responseTimeout: DefaultResponseTimeout, protocol: ProtocolID}
+	cfg := dialConfig{responseTimeout: DefaultResponseTimeout, protocol: ProtocolID, prefer: DefaultPreferTransports}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
 			return cfg, err
@@ -106,7 +107,9 @@ func (e *RefusedError) Error() string {
 // ctx bounds the whole call: connecting (through h, so a routed host may
 // look p up on the DHT), opening the stream and waiting for the response.
 // The response wait is also bounded by [WithResponseTimeout]. The returned
-// stream has no deadline set.
+// stream has no deadline set. When p has direct connections over several
+// transports, the stream goes on the one [WithPreferTransports] ranks best
+// (TCP before QUIC by default); streams already open stay where they are.
 //
 // Errors: a refusal is a [*RefusedError] (use errors.As). A peer that does
 // not speak [ProtocolID] (it runs no p2pnode serve) yields an error saying
@@ -237,7 +240,7 @@ func openStream(ctx context.Context, h host.Host, p peer.ID, service string, opt
 	if cfg.allowLimited {
 		ctx = network.WithAllowLimitedConn(ctx, "p2pnode forward")
 	}
-	s, err := h.NewStream(ctx, p, cfg.protocol)
+	s, err := newStream(ctx, h, p, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			// go-libp2p ends a negotiation cut short by ctx with "i/o
@@ -254,6 +257,21 @@ func openStream(ctx context.Context, h host.Host, p peer.ID, service string, opt
 		return ctx, nil, cfg, fmt.Errorf("stream to peer %s refused by the local resource manager: %w", p, err)
 	}
 	return ctx, s, cfg, nil
+}
+
+// newStream opens a stream for cfg.protocol to p on the direct connection
+// cfg.prefer ranks best when there is a choice, else (no connection yet, a
+// single transport, only a relayed connection) where go-libp2p's host puts
+// it, connecting first.
+func newStream(ctx context.Context, h host.Host, p peer.ID, cfg dialConfig) (network.Stream, error) {
+	if c := preferredConn(h, p, cfg.prefer); c != nil {
+		s, err := newStreamOn(ctx, h, c, cfg.protocol)
+		if !errors.Is(err, errConnNewStream) || ctx.Err() != nil {
+			return s, err
+		}
+		// The chosen connection went away under us: the others may not.
+	}
+	return h.NewStream(ctx, p, cfg.protocol)
 }
 
 // earlyStream reads and checks the listener's answer on its first Read.

@@ -11,7 +11,9 @@
 //     lists, dials only the exposed target and pumps bytes.
 //   - [Dial] is the forwarding side of one connection: it opens a stream,
 //     sends the request and returns the stream ready for bytes, or a
-//     [*RefusedError] saying why the remote peer refused.
+//     [*RefusedError] saying why the remote peer refused. When the peer has
+//     direct connections over several transports, the stream goes on the
+//     cheapest ([WithPreferTransports]: TCP, then QUIC).
 //   - [Forwarder] runs [Dial] + [Pump] for every TCP connection accepted on a
 //     listener ([Forwarder.Serve]) or for stdin/stdout ([Forwarder.Stdio],
 //     for ssh's ProxyCommand).

@@ -4,15 +4,17 @@ import (
 	"errors"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metrics counts forwarded connections and their bytes, for Prometheus. A
 // nil *Metrics counts nothing. Labels: side is "serve" (the peer that
 // exposes the service) or "forward" (the peer that forwards a local port);
-// path is "direct" or "relayed"; direction is "to_peer" (bytes sent into the
-// libp2p stream) or "from_peer" (bytes read from it).
+// path is "direct" or "relayed"; transport is the libp2p connection's
+// transport as [ConnTransport] names it ("tcp", "quic-v1", ...; for a
+// relayed connection the transport to the relay, so path and transport
+// together say "relayed over tcp"); direction is "to_peer" (bytes sent into
+// the libp2p stream) or "from_peer" (bytes read from it).
 type Metrics struct {
 	conns    *prometheus.CounterVec
 	open     *prometheus.GaugeVec
@@ -26,16 +28,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		conns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "p2pnode_forward_connections_total",
-			Help: "Forwarded TCP connections carried, by side, service and path.",
-		}, []string{"side", "service", "path"}),
+			Help: "Forwarded TCP connections carried, by side, service, path (direct, relayed) and transport (tcp, quic-v1, ...).",
+		}, []string{"side", "service", "path", "transport"}),
 		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "p2pnode_forward_connections_open",
-			Help: "Forwarded TCP connections open now, by side, service and path.",
-		}, []string{"side", "service", "path"}),
+			Help: "Forwarded TCP connections open now, by side, service, path (direct, relayed) and transport (tcp, quic-v1, ...).",
+		}, []string{"side", "service", "path", "transport"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "p2pnode_forward_bytes_total",
-			Help: "Bytes carried by forwarded connections, by side, service and direction (to_peer, from_peer).",
-		}, []string{"side", "service", "direction"}),
+			Help: "Bytes carried by forwarded connections, by side, service, direction (to_peer, from_peer) and transport (tcp, quic-v1, ...).",
+		}, []string{"side", "service", "direction", "transport"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "p2pnode_forward_refusals_total",
 			Help: "Forward requests refused, by side, service and reason (denied, no such service, target unreachable, bad request).",
@@ -63,23 +65,15 @@ func (m *Metrics) track(side, service string, s network.Stream) (network.Stream,
 	if m == nil {
 		return s, func() {}
 	}
-	path := pathOf(s.Conn())
-	m.conns.WithLabelValues(side, service, path).Inc()
-	open := m.open.WithLabelValues(side, service, path)
+	path, tpt := ConnPath(s.Conn()), ConnTransport(s.Conn())
+	m.conns.WithLabelValues(side, service, path, tpt).Inc()
+	open := m.open.WithLabelValues(side, service, path, tpt)
 	open.Inc()
 	return &countingStream{
 		Stream: s,
-		in:     m.bytes.WithLabelValues(side, service, "from_peer"),
-		out:    m.bytes.WithLabelValues(side, service, "to_peer"),
+		in:     m.bytes.WithLabelValues(side, service, "from_peer", tpt),
+		out:    m.bytes.WithLabelValues(side, service, "to_peer", tpt),
 	}, open.Dec
-}
-
-// pathOf says whether c goes through a relay.
-func pathOf(c network.Conn) string {
-	if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err == nil || c.Stat().Limited {
-		return "relayed"
-	}
-	return "direct"
 }
 
 // countingStream counts the bytes read from and written to a stream.

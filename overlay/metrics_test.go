@@ -14,6 +14,14 @@ import (
 )
 
 func TestMetrics(t *testing.T) {
+	for _, tr := range []struct{ transport, label string }{{"tcp", "tcp"}, {"quic", "quic-v1"}} {
+		t.Run(tr.transport, func(t *testing.T) { testMetrics(t, tr.transport, tr.label) })
+	}
+}
+
+// testMetrics forwards over one transport, whose name in the transport
+// label is tpt.
+func testMetrics(t *testing.T, transport, tpt string) {
 	echoAddr := startTarget(t, echo)
 	srvMetrics, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {
@@ -23,7 +31,7 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t, "tcp", func(peer.ID) []Service {
+	f := newFixture(t, transport, func(peer.ID) []Service {
 		return []Service{
 			{Name: "echo", Target: echoAddr, Public: true},
 			{Name: "closed", Target: echoAddr},
@@ -52,8 +60,8 @@ func TestMetrics(t *testing.T) {
 
 	// The counters settle once both pumps have returned.
 	waitUntil(5*time.Second, func() bool {
-		return value(t, srvMetrics.open.WithLabelValues("serve", "echo", "direct")) == 0 &&
-			value(t, fwdMetrics.open.WithLabelValues("forward", "echo", "direct")) == 0
+		return value(t, srvMetrics.open.WithLabelValues("serve", "echo", "direct", tpt)) == 0 &&
+			value(t, fwdMetrics.open.WithLabelValues("forward", "echo", "direct", tpt)) == 0
 	})
 	for _, tc := range []struct {
 		m          *Metrics
@@ -64,16 +72,16 @@ func TestMetrics(t *testing.T) {
 		{srvMetrics, "serve", "from_peer", 1}, {srvMetrics, "serve", "to_peer", 1},
 		{fwdMetrics, "forward", "from_peer", 1}, {fwdMetrics, "forward", "to_peer", 1},
 	} {
-		if got := value(t, tc.m.bytes.WithLabelValues(tc.side, "echo", tc.dir)); got < size {
+		if got := value(t, tc.m.bytes.WithLabelValues(tc.side, "echo", tc.dir, tpt)); got < size {
 			t.Errorf("%s %s bytes = %.0f, want at least %d", tc.side, tc.dir, got, size)
 		}
 	}
 	for _, m := range []*Metrics{srvMetrics, fwdMetrics} {
 		side := map[*Metrics]string{srvMetrics: "serve", fwdMetrics: "forward"}[m]
-		if got := value(t, m.conns.WithLabelValues(side, "echo", "direct")); got != 1 {
+		if got := value(t, m.conns.WithLabelValues(side, "echo", "direct", tpt)); got != 1 {
 			t.Errorf("%s connections_total = %v, want 1", side, got)
 		}
-		if got := value(t, m.open.WithLabelValues(side, "echo", "direct")); got != 0 {
+		if got := value(t, m.open.WithLabelValues(side, "echo", "direct", tpt)); got != 0 {
 			t.Errorf("%s connections_open = %v after close, want 0", side, got)
 		}
 	}

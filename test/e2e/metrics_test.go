@@ -41,8 +41,8 @@ func TestMetrics(t *testing.T) {
 	checks := []struct {
 		url, series string
 	}{
-		{fwdURL, `p2pnode_forward_bytes_total{direction="to_peer",service="sink",side="forward"}`},
-		{srvURL, `p2pnode_forward_bytes_total{direction="from_peer",service="sink",side="serve"}`},
+		{fwdURL, `p2pnode_forward_bytes_total{direction="to_peer",service="sink",side="forward",transport="tcp"}`},
+		{srvURL, `p2pnode_forward_bytes_total{direction="from_peer",service="sink",side="serve",transport="tcp"}`},
 	}
 	for _, ch := range checks {
 		var got float64
@@ -54,7 +54,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	fwdMetrics := scrape(t, ctx, fwdURL)
-	if fwdMetrics[`p2pnode_forward_connections_total{path="direct",service="sink",side="forward"}`] != 1 {
+	if fwdMetrics[`p2pnode_forward_connections_total{path="direct",service="sink",side="forward",transport="tcp"}`] != 1 {
 		t.Errorf("forward's connections_total: want 1 direct connection; metrics:\n%v", fwdMetrics)
 	}
 	libp2p := false
