@@ -12,6 +12,7 @@ import (
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
+	"github.com/p2pnode/p2pnode/overlay"
 )
 
 type statusArgs struct {
@@ -106,11 +107,24 @@ func printStatus(w io.Writer, st daemon.Status, now time.Time) {
 	row("connections", fmt.Sprintf("%d (%d direct, %d relayed)", len(st.Connections), direct, len(st.Connections)-direct))
 	var fwds []string
 	for _, f := range st.PersistentForwards {
-		fwds = append(fwds, fmt.Sprintf("%s -> %s (peer %s), since %s", f.Listen, f.Target, shortID(f.Peer.String()), ago(now, f.Started)))
+		fwds = append(fwds, fmt.Sprintf("%s -> %s (peer %s), since %s%s", f.Listen, f.Target, shortID(f.Peer.String()), ago(now, f.Started), describeCarriers(f.Carriers)))
 	}
 	row("persistent forwards", fwds...)
 	tw.Flush()
 	printConnections(w, st.Connections, now)
+}
+
+// describeCarriers says which connections carry a forward's streams:
+// ", via tcp direct (3 streams)".
+func describeCarriers(cs []overlay.Carrier) string {
+	var parts []string
+	for _, c := range cs {
+		parts = append(parts, fmt.Sprintf("%s %s (%d streams)", c.Transport, c.Path, c.Streams))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ", via " + strings.Join(parts, " and ")
 }
 
 func describeReachability(st daemon.Status, now time.Time) string {

@@ -149,6 +149,9 @@ type PersistentForward struct {
 	Target  Target    `json:"target"`  // as given
 	Peer    peer.ID   `json:"peer"`    // the peer it resolved to
 	Started time.Time `json:"started"` // when it began listening
+	// Carriers are the connections to Peer that carry forward streams now:
+	// transport, direct or relayed, and how many streams.
+	Carriers []overlay.Carrier `json:"carriers"`
 }
 
 // FoundPeer is one peer that advertises a name: the path to it and the

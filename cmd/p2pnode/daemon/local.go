@@ -92,6 +92,9 @@ func (l *Local) Status(context.Context) (Status, error) {
 		fwds = append(fwds, p.PersistentForward)
 	}
 	l.mu.Unlock()
+	for i := range fwds {
+		fwds[i].Carriers = overlay.Carriers(l.n.Host, fwds[i].Peer)
+	}
 	slices.SortFunc(fwds, func(a, b PersistentForward) int { return a.Started.Compare(b.Started) })
 	return Status{Status: l.n.Status(), PersistentForwards: fwds}, nil
 }
