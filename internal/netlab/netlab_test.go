@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -73,6 +74,15 @@ type proc struct {
 	done   chan struct{}
 	code   int
 	stderr bytes.Buffer
+	stdin  io.WriteCloser
+}
+
+// closeStdin ends the probe's standard input: a udp-probe -until-stdin
+// then stops listening shortly after.
+func (p *proc) closeStdin() {
+	if p.stdin != nil {
+		_ = p.stdin.Close()
+	}
 }
 
 func startProbe(t testing.TB, h *Host, args ...string) *proc {
@@ -83,6 +93,9 @@ func startProbe(t testing.TB, h *Host, args ...string) *proc {
 	cmd.Stderr = &p.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		t.Fatal(err)
+	}
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
@@ -295,7 +308,7 @@ func TestLab(t *testing.T) {
 
 			run("filtering/"+c.name(), func(t *testing.T) {
 				port := 41000 + i
-				p := startProbe(t, c.host, "udp-probe", "-port", strconv.Itoa(port), "-to", hostPort(s1.IP, 3478), "-wait", "1500ms")
+				p := startProbe(t, c.host, "udp-probe", "-port", strconv.Itoa(port), "-to", hostPort(s1.IP, 3478), "-wait", "20s", "-until-stdin")
 				mapped := strings.Fields(p.expect("mapped "))[2]
 				p.expect("waiting")
 				// A third host, and the same host from another port: both
@@ -307,6 +320,7 @@ func TestLab(t *testing.T) {
 				if out, code := runProbe(t, s1, "udp-send", "-port", otherPort, "-to", mapped, "-msg", "from-s1-other-port"); code != 0 {
 					t.Fatalf("udp-send: %s", out)
 				}
+				p.closeStdin() // both sent: the probe may stop listening
 				lines, _ := p.rest()
 				got := strings.Join(lines, "\n")
 				fromS3 := strings.Contains(got, "from-s3")
@@ -354,7 +368,7 @@ func TestLab(t *testing.T) {
 				t.Fatalf("udp-probe from %s: %s", eif.host.Name, out)
 			}
 			mappedA := strings.Fields(out)[2]
-			p := startProbe(t, eifB, "udp-probe", "-port", port, "-to", hostPort(s1.IP, 3478), "-wait", "1500ms")
+			p := startProbe(t, eifB, "udp-probe", "-port", port, "-to", hostPort(s1.IP, 3478), "-wait", "20s", "-until-stdin")
 			mappedB := strings.Fields(p.expect("mapped "))[2]
 			p.expect("waiting")
 			if mappedA == mappedB {
@@ -363,6 +377,7 @@ func TestLab(t *testing.T) {
 			if out, code := runProbe(t, s3, "udp-send", "-to", mappedB, "-msg", "for-b"); code != 0 {
 				t.Fatalf("udp-send: %s", out)
 			}
+			p.closeStdin()
 			lines, _ := p.rest()
 			if got := strings.Join(lines, "\n"); !strings.Contains(got, "for-b") {
 				t.Errorf("datagram to %s (mapping of %s:%s) did not reach it; %s is mapped to %s\n%s", mappedB, eifB.IP, port, eif.host.IP, mappedA, got)

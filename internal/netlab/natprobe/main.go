@@ -25,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -59,6 +60,7 @@ func main() {
 	var to multi
 	fs.Var(&to, "to", "target ip:port (repeatable for udp-probe)")
 	wait := fs.Duration("wait", 0, "udp-probe: how long to listen for unsolicited datagrams after probing")
+	untilStdin := fs.Bool("until-stdin", false, "udp-probe: stop listening 500ms after standard input ends (-wait still caps it)")
 	timeout := fs.Duration("timeout", time.Second, "how long to wait for an answer")
 	msg := fs.String("msg", "hello", "udp-send: payload")
 	_ = fs.Parse(args)
@@ -70,7 +72,7 @@ func main() {
 	case "tcp-reflect":
 		code = tcpReflect(*listen)
 	case "udp-probe":
-		code = udpProbe(*port, to, *timeout, *wait)
+		code = udpProbe(*port, to, *timeout, *wait, *untilStdin)
 	case "udp-send":
 		code = udpSend(*port, to, *msg)
 	case "udp-dial":
@@ -129,7 +131,12 @@ func tcpReflect(listen string) int {
 	}
 }
 
-func udpProbe(port int, targets []string, timeout, wait time.Duration) int {
+// udpProbe sends a probe to each target, prints the mapping each saw, then
+// listens for unsolicited datagrams for wait, or, with untilStdin, until
+// half a second after standard input ends: a test closes it once its
+// senders have sent, so that a loaded machine cannot make the window close
+// before the datagrams are even sent.
+func udpProbe(port int, targets []string, timeout, wait time.Duration, untilStdin bool) int {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port})
 	if err != nil {
 		return fail(err)
@@ -171,9 +178,17 @@ func udpProbe(port int, targets []string, timeout, wait time.Duration) int {
 	}
 	fmt.Println("waiting", c.LocalAddr())
 	end := time.Now().Add(wait)
+	_ = c.SetReadDeadline(end)
+	if untilStdin {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			if soon := time.Now().Add(500 * time.Millisecond); soon.Before(end) {
+				_ = c.SetReadDeadline(soon)
+			}
+		}()
+	}
 	got := false
 	for {
-		_ = c.SetReadDeadline(end)
 		n, from, err := c.ReadFromUDP(buf)
 		if err != nil {
 			break
