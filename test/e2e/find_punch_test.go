@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"strings"
 	"testing"
 	"time"
 
@@ -41,9 +40,8 @@ func TestFindPunchesAll(t *testing.T) {
 		servers[server.id] = server
 	}
 
-	listen := strings.Replace(labListen[ln.transport], "4001", "0", 1)
-	out, err := cliHost.Command(ctx, bin, "--home", client.home, "find", "film-club", "--json",
-		"--bootstrap", ln.bootAddr, "--p2p-listen", listen, noPortMap).Output()
+	out, err := cliHost.Command(ctx, bin, append([]string{"--home", client.home, "find", "film-club", "--json",
+		"--bootstrap", ln.bootAddr, noPortMap}, listenArgs("--p2p-listen", ln.transport, true)...)...).Output()
 	if err != nil {
 		t.Fatalf("p2pnode find: %v\n%s", err, out)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,11 +23,25 @@ import (
 	"github.com/p2pnode/p2pnode/internal/netlab"
 )
 
-// Listen multiaddrs in the lab, one transport at a time so that a test
-// proves that transport.
-var labListen = map[string]string{
-	"tcp":  "/ip4/0.0.0.0/tcp/4001",
-	"quic": "/ip4/0.0.0.0/udp/4001/quic-v1",
+// Listen multiaddrs in the lab: one transport at a time so that a test
+// proves that transport, or both, as a user runs p2pnode.
+var labListen = map[string][]string{
+	"tcp":     {"/ip4/0.0.0.0/tcp/4001"},
+	"quic":    {"/ip4/0.0.0.0/udp/4001/quic-v1"},
+	"default": {"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+}
+
+// listenArgs gives flag (--listen or --p2p-listen) once per listen multiaddr
+// of transport; ephemeral ones (port 0) for a node that only dials out.
+func listenArgs(flag, transport string, ephemeral bool) []string {
+	var out []string
+	for _, a := range labListen[transport] {
+		if ephemeral {
+			a = strings.Replace(a, "4001", "0", 1)
+		}
+		out = append(out, flag, a)
+	}
+	return out
 }
 
 // labNet is one lab with a bootstrap/relay node on its public segment.
@@ -46,7 +61,7 @@ func newLabNet(t *testing.T, ctx context.Context, transport string, extra ...str
 	lab := netlab.New(t)
 	ln := &labNet{lab: lab, boot: lab.AddPublicHost("boot"), transport: transport}
 	n := newNode(t, ctx)
-	args := append([]string{"--home", n.home, "bootstrap", "--listen", labListen[transport], noPortMap}, extra...)
+	args := append(append([]string{"--home", n.home, "bootstrap", noPortMap}, listenArgs("--listen", transport, false)...), extra...)
 	p := startIn(t, ctx, ln.boot.NS, "bootstrap", args...)
 	ln.bootProc, ln.bootNode = p, n
 	prefix := "/ip4/" + ln.boot.IP.String() + "/"
@@ -68,8 +83,8 @@ func (ln *labNet) serveIn(t *testing.T, ctx context.Context, h *netlab.Host, all
 func (ln *labNet) serveAs(t *testing.T, ctx context.Context, h *netlab.Host, n node, allow string, extra ...string) (node, *e2etest.Proc) {
 	t.Helper()
 	tg := e2etest.Serve(t, e2etest.ListenIn(t, h), func(c *net.TCPConn) { _, _ = io.Copy(c, c); _ = c.CloseWrite() })
-	args := append([]string{"--home", n.home, "serve", "--listen", labListen[ln.transport],
-		"--bootstrap", ln.bootAddr, noPortMap, "--expose", "echo=" + tg.Addr, "--allow", allow}, extra...)
+	args := append(append([]string{"--home", n.home, "serve", "--bootstrap", ln.bootAddr, noPortMap,
+		"--expose", "echo=" + tg.Addr, "--allow", allow}, listenArgs("--listen", ln.transport, false)...), extra...)
 	p := startIn(t, ctx, h.NS, "serve", args...)
 	p.WaitLine(t, lookupWait, `"ready: ..."`, func(line string) bool { return strings.HasPrefix(line, "ready:") })
 	if h.Site != nil && h.Site.PublicIP() != nil {
@@ -82,10 +97,10 @@ func (ln *labNet) serveAs(t *testing.T, ctx context.Context, h *netlab.Host, n n
 // address it listens on (inside h's namespace).
 func (ln *labNet) forwardIn(t *testing.T, ctx context.Context, h *netlab.Host, n node, peerID string) (*e2etest.Proc, string) {
 	t.Helper()
-	listen := strings.Replace(labListen[ln.transport], "4001", "0", 1)
 	target := peerID + ":echo"
-	p := startIn(t, ctx, h.NS, "forward "+target, "--home", n.home, "forward", target,
-		"--bootstrap", ln.bootAddr, "--p2p-listen", listen, noPortMap, "--listen", tcpListen)
+	args := append([]string{"--home", n.home, "forward", target, "--bootstrap", ln.bootAddr, noPortMap, "--listen", tcpListen},
+		listenArgs("--p2p-listen", ln.transport, true)...)
+	p := startIn(t, ctx, h.NS, "forward "+target, args...)
 	return p, waitForwarding(t, p, target)
 }
 
@@ -177,6 +192,7 @@ func TestNATTraversal(t *testing.T) {
 	}{
 		{"eim-apdf to eim-apdf over TCP", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp"},
 		{"eim-apdf to eim-apdf over QUIC", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic"},
+		{"eim-apdf to eim-apdf, default transports", netlab.NATPortRestricted, netlab.NATPortRestricted, "default"},
 		{"eim-eif to eim-apdf", netlab.NATFullCone, netlab.NATPortRestricted, "tcp"},
 		{"none to eim-apdf", netlab.NATNone, netlab.NATPortRestricted, "tcp"},
 		{"firewall to eim-apdf", netlab.NATFirewall, netlab.NATPortRestricted, "tcp"},
@@ -200,6 +216,23 @@ func TestNATTraversal(t *testing.T) {
 			if !strings.Contains(fwd.Stderr.String(), "path=direct") {
 				t.Errorf("forward did not report a direct path; its log:\n%s", fwd.Stderr.String())
 			}
+			// The serving peer's view: a direct connection to the client.
+			st, raw := statusOf(t, ctx, server)
+			var conns []string
+			for _, c := range st.Connections {
+				if c.Peer == client.id {
+					conns = append(conns, c.Path+" over "+c.Transport)
+				}
+			}
+			if !slices.ContainsFunc(conns, func(c string) bool { return strings.HasPrefix(c, "direct over ") }) {
+				t.Errorf("the serving peer has no direct connection to the client (%v):\n%s", conns, raw)
+			}
+			// With both transports on, the dial ranking tries TCP first and a
+			// forward's streams prefer TCP: the punched path is TCP.
+			if c.transport == "default" && !slices.Contains(conns, "direct over tcp") {
+				t.Errorf("default transports: no direct TCP connection to the client (%v), want the forward on TCP", conns)
+			}
+			t.Logf("the serving peer's connections to the client: %v", conns)
 		})
 	}
 }
@@ -323,8 +356,7 @@ func TestNamedServices(t *testing.T) {
 		servers[server.id] = true
 	}
 
-	listen := strings.Replace(labListen[ln.transport], "4001", "0", 1)
-	common := []string{"--bootstrap", ln.bootAddr, "--p2p-listen", listen, noPortMap}
+	common := append([]string{"--bootstrap", ln.bootAddr, noPortMap}, listenArgs("--p2p-listen", ln.transport, true)...)
 	out, err := cliHost.Command(ctx, bin, append([]string{"--home", client.home, "find", "movie-night", "--json"}, common...)...).Output()
 	if err != nil {
 		t.Fatalf("p2pnode find: %v\n%s", err, out)
@@ -412,9 +444,8 @@ func TestUDPAcrossNATs(t *testing.T) {
 
 	client := newNode(t, ctx)
 	server, _ := ln.serveAs(t, ctx, srvHost, newNode(t, ctx), client.id, "--expose", "udp:uecho="+echo.LocalAddr().String())
-	listen := strings.Replace(labListen[ln.transport], "4001", "0", 1)
-	fwd := startIn(t, ctx, cliHost.NS, "forward --udp", "--home", client.home, "forward", "--udp", server.id+":uecho",
-		"--bootstrap", ln.bootAddr, "--p2p-listen", listen, noPortMap, "--listen", tcpListen)
+	fwd := startIn(t, ctx, cliHost.NS, "forward --udp", append([]string{"--home", client.home, "forward", "--udp", server.id + ":uecho",
+		"--bootstrap", ln.bootAddr, noPortMap, "--listen", tcpListen}, listenArgs("--p2p-listen", ln.transport, true)...)...)
 	line := fwd.WaitLine(t, lookupWait, `"forwarding udp ..."`, func(l string) bool { return strings.HasPrefix(l, "forwarding udp ") })
 	addr := strings.Fields(line)[2]
 
