@@ -8,9 +8,11 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// The dial ranker tries TCP first (the cheaper transport per byte for a
-// forward), QUIC a TCP delay later, relays last; with one kind of address
-// it changes nothing that go-libp2p decides.
+// Between private addresses the dial ranker tries TCP first (the cheaper
+// transport per byte for a forward), QUIC a TCP delay later, relays last;
+// public addresses keep go-libp2p's QUIC first (DCUtR punches with the
+// observed addresses of the bootstrap connections); with one kind of
+// address it changes nothing that go-libp2p decides.
 func TestDialRankerTCPFirst(t *testing.T) {
 	const relay = "/ip4/11.0.0.2/tcp/4001/p2p/12D3KooWQvsgzJrFVTim7FrE3GMP8dAqz5kToXuvVa7ZcAQukHBa/p2p-circuit"
 	for _, tc := range []struct {
@@ -21,10 +23,10 @@ func TestDialRankerTCPFirst(t *testing.T) {
 	}{
 		{"private TCP and QUIC", []string{"/ip4/10.0.0.2/udp/4001/quic-v1", "/ip4/10.0.0.2/tcp/4001"},
 			[]time.Duration{swarm.PrivateTCPDelay, 0}},
-		{"public TCP and QUIC", []string{"/ip4/11.0.0.3/udp/4001/quic-v1", "/ip4/11.0.0.3/tcp/4001"},
-			[]time.Duration{swarm.PublicTCPDelay, 0}},
-		{"QUIC only", []string{"/ip4/11.0.0.3/udp/4001/quic-v1"}, []time.Duration{0}},
-		{"TCP only", []string{"/ip4/11.0.0.3/tcp/4001"}, []time.Duration{0}},
+		{"loopback TCP and QUIC", []string{"/ip4/127.0.0.1/udp/4001/quic-v1", "/ip4/127.0.0.1/tcp/4001"},
+			[]time.Duration{swarm.PrivateTCPDelay, 0}},
+		{"QUIC only", []string{"/ip4/10.0.0.2/udp/4001/quic-v1"}, []time.Duration{0}},
+		{"TCP only", []string{"/ip4/10.0.0.2/tcp/4001"}, []time.Duration{0}},
 		{"relay after both", []string{"/ip4/10.0.0.2/udp/4001/quic-v1", "/ip4/10.0.0.2/tcp/4001", relay},
 			[]time.Duration{swarm.PrivateTCPDelay, 0, swarm.RelayDelay}},
 	} {
@@ -54,5 +56,18 @@ func TestDialRankerTCPFirst(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Public addresses keep go-libp2p's order: QUIC first, TCP PublicTCPDelay
+// later.
+func TestDialRankerPublicKeepsQUICFirst(t *testing.T) {
+	quic, tcp := ma.StringCast("/ip4/11.0.0.3/udp/4001/quic-v1"), ma.StringCast("/ip4/11.0.0.3/tcp/4001")
+	got := map[string]time.Duration{}
+	for _, r := range dialRanker([]ma.Multiaddr{tcp, quic}) {
+		got[r.Addr.String()] = r.Delay
+	}
+	if got[quic.String()] != 0 || got[tcp.String()] < swarm.PublicTCPDelay {
+		t.Errorf("public addresses ranked %v, want QUIC at once and TCP %v later", got, swarm.PublicTCPDelay)
 	}
 }
