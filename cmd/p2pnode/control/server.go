@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
@@ -100,7 +101,7 @@ func versionMismatch(theirs string) string {
 func checkVersion(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v := r.Header.Get(versionHeader)
-		if v != strconv.Itoa(daemon.APIVersion) && r.URL.Path[:min(len(r.URL.Path), 4)] != "/v1/" {
+		if v != strconv.Itoa(daemon.APIVersion) && !strings.HasPrefix(r.URL.Path, "/v1/") {
 			if v == "" {
 				v = "unknown"
 			}
