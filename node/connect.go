@@ -108,8 +108,8 @@ func (n *Node) Connect(ctx context.Context, p peer.ID) (Path, error) {
 	err := n.dialRetrying(ctx, p)
 	if err != nil {
 		if errors.Is(err, routing.ErrNotFound) || errors.Is(err, kb.ErrLookupFailure) || ctx.Err() != nil {
-			return PathNone, fmt.Errorf("peer %s not found in the DHT (asked through bootstrap peers %s); is it running and joined to the same bootstrap peers?: %w",
-				p, n.join.describe(), err)
+			return PathNone, fmt.Errorf("peer %s not found in the DHT (asked through bootstrap peers %s); is it running and joined to the same bootstrap peers?%s: %w",
+				p, n.join.describe(), n.noRelayHint(), err)
 		}
 		return PathNone, fmt.Errorf("peer %s is unreachable at the addresses the DHT gave, tried for %v (is it running?): %w", p, unreachableRetryWindow, err)
 	}
@@ -259,4 +259,26 @@ func isDirectTCP(a ma.Multiaddr) bool {
 func isRelayAddr(a ma.Multiaddr) bool {
 	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
 	return err == nil
+}
+
+// noRelayHint names a likely cause of "not found" when no connected
+// bootstrap peer offers a circuit relay: a peer behind NAT then has no
+// relay reservation, hence no address others can use.
+func (n *Node) noRelayHint() string {
+	seen := false
+	for _, ai := range n.cfg.BootstrapPeers {
+		if n.Host.Network().Connectedness(ai.ID) != network.Connected {
+			continue
+		}
+		switch offersRelay(n.Host, ai.ID) {
+		case RelayOffered:
+			return ""
+		case RelayNotOffered:
+			seen = true
+		}
+	}
+	if !seen {
+		return ""
+	}
+	return " (none of the connected bootstrap peers offers a circuit relay, so a peer behind a NAT has no address that others can reach: run a p2pnode bootstrap node, or use bootstrap peers that relay)"
 }

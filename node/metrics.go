@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/p2pnode/p2pnode/node/natcheck"
 )
 
 // nodeMetrics are p2pnode's own node metrics; go-libp2p registers its own
@@ -13,6 +15,7 @@ import (
 type nodeMetrics struct {
 	punches      *prometheus.CounterVec
 	timeToDirect prometheus.Histogram
+	nat          *prometheus.GaugeVec
 }
 
 func newNodeMetrics(reg prometheus.Registerer, n *Node) (*nodeMetrics, error) {
@@ -27,11 +30,15 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) (*nodeMetrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12), // 10 ms to 20 s
 		}),
 	}
+	m.nat = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "p2pnode_nat_info",
+		Help: "The last NAT check (STUN, RFC 5780): 1 for its UDP mapping, filtering and RFC 3489 name.",
+	}, []string{"mapping", "filtering", "classic"})
 	reservations := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "p2pnode_relay_reservations",
 		Help: "Circuit relay v2 reservations this node holds.",
 	}, func() float64 { return float64(len(n.Reservations())) })
-	for _, c := range []prometheus.Collector{m.punches, m.timeToDirect, reservations} {
+	for _, c := range []prometheus.Collector{m.punches, m.timeToDirect, m.nat, reservations} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -50,4 +57,13 @@ func (m *nodeMetrics) punched(direct bool, took time.Duration) {
 		return
 	}
 	m.punches.WithLabelValues("failed").Inc()
+}
+
+// natChecked records the last NAT check.
+func (m *nodeMetrics) natChecked(r natcheck.Report) {
+	if m == nil {
+		return
+	}
+	m.nat.Reset()
+	m.nat.WithLabelValues(string(r.UDP.Mapping), string(r.UDP.Filtering), r.UDP.Classic).Set(1)
 }

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -31,9 +33,13 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
+	"go.uber.org/fx"
+
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/p2pnode/p2pnode/node/natcheck"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -139,6 +145,13 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// HostOptions are extra libp2p options a role adds (see package bootstrap).
 	HostOptions []libp2p.Option
+	// STUNServers are STUN servers (IP and UDP port) for the NAT check, on
+	// top of those the bootstrap peers announce (STUNInfoProtocol).
+	STUNServers []netip.AddrPort
+	// NATChecks makes the node test its NAT in the background: once it has
+	// joined, then every 30 minutes and when its addresses change (see
+	// LastNATCheck). For a daemon; a short-lived command has no use for it.
+	NATChecks bool
 
 	// clock drives the node's own timers (retries, backoffs, punch
 	// timeouts); default the real clock. Tests in this package set it.
@@ -175,7 +188,9 @@ type Node struct {
 	reach   *reachTracker
 	rsv     *reserver // nil unless Config.ReserveRelays
 	punch   *puncher
+	nat     *natChecker
 	metrics *nodeMetrics
+	quicCM  *quicreuse.ConnManager // for the NAT check's STUN packets on the QUIC port
 
 	mu          sync.Mutex
 	closed      bool
@@ -198,6 +213,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, libp2p.WithFxOption(fx.Populate(&n.quicCM)))
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		rm.Close()
@@ -269,7 +285,7 @@ func hostOptions(cfg Config, kr *kadRouting, tracer *punchTracer) ([]libp2p.Opti
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
-		libp2p.UserAgent("p2pnode"),
+		libp2p.UserAgent(AgentVersion()),
 		libp2p.Ping(true),
 		libp2p.EnableAutoNATv2(),
 		// The relay client (dialing and accepting /p2p-circuit). Relay
@@ -315,6 +331,11 @@ func (n *Node) startServices(tracer *punchTracer) error {
 	n.punch.punched = func(direct bool, took time.Duration) { n.metrics.punched(direct, took) }
 	n.join = newJoiner(h, n.DHT, cfg.BootstrapPeers, n.log, n.clk)
 	n.join.Start()
+	n.nat = &natChecker{h: h, log: n.log, clk: n.clk, static: cfg.STUNServers, boot: cfg.BootstrapPeers,
+		listen: cfg.ListenAddrs, quic: n.quicCM, checked: func(r natcheck.Report) { n.metrics.natChecked(r) }}
+	if cfg.NATChecks {
+		n.nat.Start(n.join.firstConnected)
+	}
 	if cfg.ReserveRelays {
 		rsv, err := newReserver(h, cfg.BootstrapPeers, n.DHT.RoutingTable().ListPeers, n.reach, n.log, n.clk)
 		if err != nil {
@@ -345,6 +366,31 @@ func (n *Node) FullAddrs() []ma.Multiaddr {
 	}
 	return addrs
 }
+
+// AgentVersion is what identify tells peers this node runs:
+// "p2pnode/VERSION", the main module's version from the build info (a
+// release tag, or Go's VCS pseudo-version; "devel" without one).
+func AgentVersion() string {
+	v := "devel"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	return "p2pnode/" + v
+}
+
+// NATCheck tests the NAT in front of the node now, from its QUIC port, with
+// STUN (package natcheck) against extra, Config.STUNServers and the servers
+// its connected bootstrap peers announce, in that order. It errors when no
+// STUN server is known or ctx ends; a NAT that blocks UDP is a report, not
+// an error.
+func (n *Node) NATCheck(ctx context.Context, extra ...netip.AddrPort) (natcheck.Report, error) {
+	return n.nat.Check(ctx, extra...)
+}
+
+// LastNATCheck is the last NAT check's report (the node tests once joined,
+// then every 30 minutes and when its addresses change), nil before the
+// first one ended.
+func (n *Node) LastNATCheck() *natcheck.Report { return n.nat.Last() }
 
 // BootstrapPeers returns the bootstrap peers in use.
 func (n *Node) BootstrapPeers() []peer.AddrInfo { return n.cfg.BootstrapPeers }
@@ -383,6 +429,9 @@ func (n *Node) Close() error {
 		// Nil checks: New closes a node whose services did not all start.
 		if n.punch != nil {
 			n.punch.Close()
+		}
+		if n.nat != nil {
+			n.nat.Close()
 		}
 		if n.rsv != nil {
 			n.rsv.Close()

@@ -1,9 +1,14 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
@@ -124,4 +129,47 @@ func checkPeerID(id peer.ID) error {
 	default:
 		return errors.New("does not hold a valid public key")
 	}
+}
+
+// CheckSTUNServer checks a STUN server address, HOST:PORT (an IP address or
+// a DNS name, and a UDP port from 1 to 65535), e.g. "203.0.113.7:3478". Its
+// error says what is wrong, for the caller to prefix with where it came
+// from.
+func CheckSTUNServer(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT (e.g. 203.0.113.7:3478)", s)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host (e.g. 203.0.113.7:3478)", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
+	}
+	return nil
+}
+
+// ResolveSTUNServer turns a HOST:PORT that CheckSTUNServer accepts into an
+// IPv4 address and port, looking the name up if it is not an IP address.
+// Errors: a bad address (CheckSTUNServer's), or a name that does not
+// resolve in time.
+func ResolveSTUNServer(ctx context.Context, s string) (netip.AddrPort, error) {
+	if err := CheckSTUNServer(s); err != nil {
+		return netip.AddrPort{}, err
+	}
+	host, port, _ := net.SplitHostPort(s)
+	n, _ := strconv.Atoi(port)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return netip.AddrPortFrom(ip.Unmap(), uint16(n)), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+	if err == nil && len(ips) == 0 {
+		err = errors.New("no IPv4 address")
+	}
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("STUN server %s: cannot resolve %s: %w", s, host, err)
+	}
+	return netip.AddrPortFrom(ips[0].Unmap(), uint16(n)), nil
 }

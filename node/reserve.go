@@ -79,7 +79,8 @@ type reserver struct {
 
 	mu       sync.Mutex
 	rsvps    map[peer.ID]*client.Reservation
-	fallback []peer.AddrInfo // relays from candidates, reserved on
+	fallback []peer.AddrInfo  // relays from candidates, reserved on
+	noRelay  map[peer.ID]bool // bootstrap peers said to offer no relay, logged once
 }
 
 // newReserver subscribes to the events the reserver follows; Start runs it.
@@ -270,7 +271,8 @@ func (r *reserver) reserve(ctx context.Context, ai peer.AddrInfo) bool {
 	if cur != nil && r.clk.Until(cur.Expiration) > reserveRefreshBefore {
 		return false
 	}
-	if ok, _ := r.h.Peerstore().SupportsProtocols(ai.ID, proto.ProtoIDv2Hop); len(ok) == 0 {
+	if offersRelay(r.h, ai.ID) != RelayOffered {
+		r.noteNoRelay(ai.ID)
 		return false // not identified yet, or not a relay
 	}
 	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
@@ -289,6 +291,45 @@ func (r *reserver) reserve(ctx context.Context, ai peer.AddrInfo) bool {
 		return true
 	}
 	return false
+}
+
+// noteNoRelay says once, at info, that a bootstrap peer runs no relay: a
+// node behind NAT then cannot be reached through it (a kubo node that is
+// not yet sure it is public offers none, for one).
+func (r *reserver) noteNoRelay(id peer.ID) {
+	if offersRelay(r.h, id) != RelayNotOffered || !slices.ContainsFunc(r.relays, func(ai peer.AddrInfo) bool { return ai.ID == id }) {
+		return
+	}
+	r.mu.Lock()
+	logged := r.noRelay[id]
+	if r.noRelay == nil {
+		r.noRelay = map[peer.ID]bool{}
+	}
+	r.noRelay[id] = true
+	r.mu.Unlock()
+	if !logged {
+		r.log.Info("bootstrap peer offers no circuit relay: peers cannot reach this node through it while it is behind a NAT", "peer", id)
+	}
+}
+
+// Whether a peer offers a circuit relay v2 (the hop protocol), as its
+// identify said.
+const (
+	RelayUnknown    = "unknown" // not identified yet
+	RelayOffered    = "yes"
+	RelayNotOffered = "no"
+)
+
+// offersRelay reads the peer's protocols from the peerstore.
+func offersRelay(h host.Host, id peer.ID) string {
+	protos, err := h.Peerstore().GetProtocols(id)
+	if err != nil || len(protos) == 0 {
+		return RelayUnknown
+	}
+	if slices.Contains(protos, proto.ProtoIDv2Hop) {
+		return RelayOffered
+	}
+	return RelayNotOffered
 }
 
 // publish makes the host recompute its addresses now rather than at its next

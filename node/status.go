@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/p2pnode/p2pnode/node/natcheck"
+
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -67,6 +69,8 @@ type Status struct {
 	BootstrapPeers []BootstrapPeerStatus `json:"bootstrap_peers"`
 	// Connections are the open connections, sorted by peer and age.
 	Connections []ConnStatus `json:"connections"`
+	// NAT is the last NAT check (STUN), absent before the first one.
+	NAT *natcheck.Report `json:"nat,omitempty"`
 }
 
 // NATMapping is the NAT mapping behaviour per transport protocol:
@@ -93,6 +97,9 @@ type BootstrapPeerStatus struct {
 	Peer      peer.ID  `json:"peer"`
 	Addrs     []string `json:"addrs"`
 	Connected bool     `json:"connected"`
+	// Relay says whether the peer offers a circuit relay v2: RelayOffered,
+	// RelayNotOffered, or RelayUnknown before identify has answered.
+	Relay string `json:"relay"`
 }
 
 // ConnStatus is one open connection.
@@ -129,6 +136,7 @@ func (n *Node) Status() Status {
 		Connections:       []ConnStatus{},
 	}
 	n.reach.fill(&st)
+	st.NAT = n.LastNATCheck()
 
 	for _, r := range n.Reservations() {
 		st.RelayReservations = append(st.RelayReservations, ReservationStatus{
@@ -143,6 +151,7 @@ func (n *Node) Status() Status {
 		st.BootstrapPeers = append(st.BootstrapPeers, BootstrapPeerStatus{
 			Peer: ai.ID, Addrs: addrStrings(ai.Addrs),
 			Connected: h.Network().Connectedness(ai.ID) == network.Connected,
+			Relay:     offersRelay(h, ai.ID),
 		})
 	}
 	for _, c := range h.Network().Conns() {

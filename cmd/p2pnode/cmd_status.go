@@ -82,6 +82,10 @@ func printStatus(w io.Writer, st daemon.Status, now time.Time) {
 		row("AutoNAT v2", append(suffixed(st.ReachableAddrs, " reachable"), suffixed(st.UnreachableAddrs, " unreachable")...)...)
 	}
 	row("NAT mapping", fmt.Sprintf("TCP %s, UDP %s", st.NATMapping.TCP, st.NATMapping.UDP))
+	if n := st.NAT; n != nil {
+		row("NAT check (STUN)", fmt.Sprintf("%s: mapping %s, filtering %s, UDP %s, %s",
+			n.UDP.Classic, n.UDP.Mapping, n.UDP.Filtering, n.UDP.PublicAddress, ago(now, n.Time)))
+	}
 	row("listen addresses", st.ListenAddrs...)
 	row("advertised addresses", st.AdvertisedAddrs...)
 	var rsv []string

@@ -133,6 +133,7 @@ chosen peers (serve); another forwards a local port to them (forward).`,
 		newFindCmd(g),
 		newStatusCmd(g),
 		newPingCmd(g),
+		newNATCmd(g),
 		newDemoCmd(g),
 	)
 	return root

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -92,7 +94,7 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, r role) (node.
 		cfg.ListenAddrs = node.EphemeralListenAddrs()
 		cfg.DHTMode, cfg.ClientOnly = node.DHTModeClient, true
 	case roleServe:
-		cfg.ReserveRelays = true
+		cfg.ReserveRelays, cfg.NATChecks = true, true
 	case roleBootstrap:
 		if file.Bootstrap.Listen != nil {
 			listen = file.Bootstrap.Listen
@@ -121,6 +123,18 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, r role) (node.
 		err = asUsage(err)
 	}
 	cfg.Standalone = r == roleBootstrap && len(cfg.BootstrapPeers) == 0
+	// Validated with the file; a name that does not resolve now costs
+	// only that server.
+	for _, s := range file.NAT.STUN {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ap, rerr := node.ResolveSTUNServer(ctx, s)
+		cancel()
+		if rerr != nil {
+			g.logger.Warn("skipping a STUN server of [nat] stun", "error", rerr)
+			continue
+		}
+		cfg.STUNServers = append(cfg.STUNServers, ap)
+	}
 	return cfg, err
 }
 

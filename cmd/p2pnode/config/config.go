@@ -70,6 +70,10 @@ type File struct {
 	// [bootstrap] table.
 	Bootstrap Bootstrap `toml:"bootstrap"`
 
+	// NAT configures the NAT check (`p2pnode nat`, and a daemon's own
+	// checks): the [nat] table.
+	NAT NAT `toml:"nat"`
+
 	// Path is the file this value was loaded from, as given to [Load]. It
 	// is empty for a value from [Default].
 	Path string `toml:"-"`
@@ -131,6 +135,13 @@ type Service struct {
 
 	// Protocol is "tcp" (the default) or "udp".
 	Protocol string `toml:"protocol"`
+}
+
+// NAT is the [nat] table.
+type NAT struct {
+	// STUN lists STUN servers, "HOST:PORT", asked before those the
+	// bootstrap peers announce; see [node.CheckSTUNServer].
+	STUN []string `toml:"stun"`
 }
 
 // Bootstrap is the [bootstrap] table, read only by `p2pnode bootstrap`.

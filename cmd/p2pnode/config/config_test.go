@@ -399,6 +399,16 @@ func TestLoadErrors(t *testing.T) {
 			want:    []want{{2, "node.bootstrap[0]", `ends in /p2p/12D3KooWnope, which is not a valid peer ID`}},
 		},
 		{
+			name:    "bad STUN server",
+			content: "[nat]\nstun = [\"203.0.113.7:3478\",\n  \"stun.example:0\"]\n",
+			want:    []want{{3, "nat.stun[1]", `bad value for "stun" in [nat]: "stun.example:0": port "0" is not a number from 1 to 65535`}},
+		},
+		{
+			name:    "unknown key in [nat]",
+			content: "[nat]\nstunn = []\n",
+			want:    []want{{2, "nat.stunn", `unknown key "stunn" in [nat] (did you mean "stun"?)`}},
+		},
+		{
 			name:    "bad dht_protocol_prefix",
 			content: "[node]\ndht_protocol_prefix = \"ipfs\"\n",
 			want:    []want{{2, "node.dht_protocol_prefix", `bad value for "dht_protocol_prefix" in [node]: "ipfs" is not a protocol prefix`}},

@@ -36,6 +36,8 @@ var schema = map[string]keyInfo{
 	"service.public":           {want: "true or false"},
 	"service.protocol":         {want: "\"tcp\" or \"udp\""},
 	"bootstrap":                {want: "a table ([bootstrap])"},
+	"nat":                      {want: "a table ([nat])"},
+	"nat.stun":                 {want: "an array of HOST:PORT strings", elem: "a HOST:PORT string"},
 	"names":                    {want: "a table ([names]) of name = [peer IDs]"},
 	"bootstrap.listen":         {want: "an array of multiaddr strings", elem: "a multiaddr string"},
 	"bootstrap.relay_allow":    {want: "an array of peer ID strings", elem: "a peer ID string"},
@@ -254,6 +256,8 @@ func (p *positions) place(segs []string) (where string, rest []string) {
 		return "[node]", segs[1:]
 	case "bootstrap":
 		return "[bootstrap]", segs[1:]
+	case "nat":
+		return "[nat]", segs[1:]
 	case "service":
 		if hasIndex(segs[0]) {
 			i, _ := strconv.Atoi(strings.TrimSuffix(segs[0][strings.IndexByte(segs[0], '[')+1:], "]"))
@@ -303,7 +307,7 @@ func (p *positions) unknown(file string, de *toml.DecodeError) Problem {
 
 // hint suggests what an unknown key or table name in where may have meant.
 func hint(where, name string, isTable bool) string {
-	table := map[string]string{"[node]": "node", "[bootstrap]": "bootstrap"}[where]
+	table := map[string]string{"[node]": "node", "[bootstrap]": "bootstrap", "[nat]": "nat"}[where]
 	if strings.HasPrefix(where, "[[service]]") {
 		table = "service"
 	}

@@ -40,6 +40,11 @@ func (f *File) check() []Problem {
 		c.peerIDs("names."+name, ids, fmt.Sprintf("bad peer ID for name %q in [names]", name))
 	}
 	c.peerIDs("bootstrap.relay_allow", f.Bootstrap.RelayAllow, `bad value for "relay_allow" in [bootstrap]`)
+	for i, s := range f.NAT.STUN {
+		if err := node.CheckSTUNServer(s); err != nil {
+			c.add(fmt.Sprintf("nat.stun[%d]", i), s, "bad value for \"stun\" in [nat]: %v", err)
+		}
+	}
 	return c.problems
 }
 

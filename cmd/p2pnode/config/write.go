@@ -53,6 +53,11 @@ const defaultTOML = `# p2pnode configuration.
 # allow  = ["12D3KooWRRcpVcrZTCVsqKe5cJmzD4aFG42euR739itet1Ua7iz5"]   # peer IDs
 # public = false            # true: every peer may use it
 
+# STUN servers for the NAT check ('p2pnode nat'), HOST:PORT, asked before
+# those the bootstrap peers announce (every p2pnode bootstrap node runs one).
+# [nat]
+# stun = ["203.0.113.7:3478"]
+
 # Settings used only by 'p2pnode bootstrap'.
 # [bootstrap]
 # Multiaddrs a bootstrap node listens on. Default: listen of [node].

@@ -17,6 +17,7 @@ import (
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
+	"github.com/p2pnode/p2pnode/node/natcheck"
 )
 
 // Client is the daemon.API of the daemon behind a home directory's control
@@ -78,6 +79,11 @@ func (c *Client) Ping(ctx context.Context, req daemon.PingRequest) (node.PingRes
 // Find implements daemon.API.
 func (c *Client) Find(ctx context.Context, name string) ([]daemon.FoundPeer, error) {
 	return call[[]daemon.FoundPeer](ctx, c, "find", findRequest{Name: name})
+}
+
+// NAT implements daemon.API.
+func (c *Client) NAT(ctx context.Context, req daemon.NATRequest) (natcheck.Report, error) {
+	return call[natcheck.Report](ctx, c, "nat", req)
 }
 
 // Persist implements daemon.API.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
+	"github.com/p2pnode/p2pnode/node/natcheck"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -78,6 +80,15 @@ func (f *fakeAPI) Persist(context.Context, daemon.ForwardRequest) (daemon.Listen
 	return daemon.Listening{}, errNotFaked
 }
 func (f *fakeAPI) ClosePersistent(context.Context, string) error { return errNotFaked }
+
+// NAT echoes the first STUN server asked as the public address.
+func (f *fakeAPI) NAT(_ context.Context, req daemon.NATRequest) (natcheck.Report, error) {
+	if len(req.STUN) == 0 {
+		return natcheck.Report{}, errors.New("no STUN server known")
+	}
+	return natcheck.Report{UDP: natcheck.UDPReport{PublicAddress: req.STUN[0].String(), Mapping: natcheck.EndpointIndependent,
+		Filtering: natcheck.AddressAndPortDependent, Classic: natcheck.ClassicPortRestr}}, nil
+}
 
 // serve listens in home and serves b until the test ends.
 func serve(t *testing.T, home string, b daemon.API) *Server {
@@ -143,6 +154,15 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if res.Peer != target || len(res.Pings) != 4 || res.Pings[0].Path != node.PathDirect {
 		t.Errorf("Ping = %+v", res)
+	}
+
+	stun := netip.MustParseAddrPort("11.0.0.1:3478")
+	rep, err := c.NAT(ctx, daemon.NATRequest{STUN: []netip.AddrPort{stun}})
+	if err != nil || rep.UDP.PublicAddress != stun.String() || rep.UDP.Classic != natcheck.ClassicPortRestr || rep.UDP.Filtering != natcheck.AddressAndPortDependent {
+		t.Errorf("NAT = %+v, %v; want the fake's port-restricted report for %s", rep, err, stun)
+	}
+	if _, err := c.NAT(ctx, daemon.NATRequest{}); err == nil || !strings.Contains(err.Error(), "no STUN server known") {
+		t.Errorf("NAT without servers: %v, want the daemon's error", err)
 	}
 
 	// A failed ping says why, with the pings done before.

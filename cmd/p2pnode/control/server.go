@@ -61,6 +61,7 @@ func (s *Server) Serve(api daemon.API) {
 	mux.Handle("POST /v2/persist/close", handle(func(ctx context.Context, req closeRequest) (struct{}, error) {
 		return struct{}{}, api.ClosePersistent(ctx, req.Listen)
 	}))
+	mux.Handle("POST /v2/nat", handle(api.NAT))
 	mux.HandleFunc("POST /v2/forward", func(w http.ResponseWriter, r *http.Request) { forward(w, r, api) })
 	mux.HandleFunc("POST /v2/forward/stdio", func(w http.ResponseWriter, r *http.Request) { s.forwardStdio(w, r, api) })
 	// An older p2pnode's requests get an answer it can print.

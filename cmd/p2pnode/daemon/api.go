@@ -11,12 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pnode/p2pnode/node"
+	"github.com/p2pnode/p2pnode/node/natcheck"
 	"github.com/p2pnode/p2pnode/overlay"
 )
 
@@ -50,6 +52,15 @@ type API interface {
 	// ClosePersistent stops the persistent forward listening on listen;
 	// its open connections still get the shutdown grace period.
 	ClosePersistent(ctx context.Context, listen string) error
+	// NAT tests the NAT in front of the node's QUIC port with STUN, asking
+	// req.STUN first, then the node's configured and announced servers.
+	NAT(ctx context.Context, req NATRequest) (natcheck.Report, error)
+}
+
+// NATRequest asks for a NAT check.
+type NATRequest struct {
+	// STUN are STUN servers to ask first (IP and UDP port).
+	STUN []netip.AddrPort `json:"stun,omitempty"`
 }
 
 // Target is what a forward reaches: Service on the peer Peer, or on one of

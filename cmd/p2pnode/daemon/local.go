@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2pnode/p2pnode/node"
+	"github.com/p2pnode/p2pnode/node/natcheck"
 	"github.com/p2pnode/p2pnode/overlay"
 )
 
@@ -98,6 +99,24 @@ func (l *Local) Status(context.Context) (Status, error) {
 	slices.SortFunc(fwds, func(a, b PersistentForward) int { return a.Started.Compare(b.Started) })
 	return Status{Status: l.n.Status(), PersistentForwards: fwds}, nil
 }
+
+// NAT implements API: once the node has joined a bootstrap peer (which may
+// announce a STUN server), it runs the check.
+func (l *Local) NAT(ctx context.Context, req NATRequest) (natcheck.Report, error) {
+	if len(l.n.BootstrapPeers()) > 0 {
+		wctx, cancel := context.WithTimeout(ctx, natJoinWait)
+		_, err := l.n.WaitBootstrap(wctx)
+		cancel()
+		if err != nil && len(req.STUN) == 0 {
+			return natcheck.Report{}, err
+		}
+	}
+	return l.n.NATCheck(ctx, req.STUN...)
+}
+
+// natJoinWait bounds how long NAT waits for a bootstrap peer before it
+// tests with the servers it was given.
+const natJoinWait = 20 * time.Second
 
 // Ping implements API.
 func (l *Local) Ping(ctx context.Context, req PingRequest) (node.PingResult, error) {

@@ -1,0 +1,236 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/filecoin-project/go-clock"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pnode/p2pnode/node/natcheck"
+)
+
+// STUNInfoProtocol is the protocol on which a p2pnode bootstrap node tells
+// a peer where its STUN server is: it writes one JSON object,
+// {"servers":["IP:PORT",...],"other":"IP:PORT"}, and closes the stream.
+// Package bootstrap serves it; node only reads it.
+const STUNInfoProtocol protocol.ID = "/p2pnode/stun/1.0.0"
+
+// maxSTUNInfo bounds a STUN info answer, in bytes: a remote peer is
+// untrusted, and a real answer is a few addresses.
+const maxSTUNInfo = 4 << 10
+
+// natRecheck is how often a node tests its NAT again: mappings change when a
+// router reboots or a laptop moves, and a test costs a few packets.
+const natRecheck = 30 * time.Minute
+
+// natChecker runs NAT checks for a node and keeps the last report.
+type natChecker struct {
+	h       host.Host
+	log     *slog.Logger
+	clk     clock.Clock
+	static  []netip.AddrPort // Config.STUNServers
+	boot    []peer.AddrInfo
+	listen  []ma.Multiaddr // configured, as quicreuse keys its listeners
+	quic    *quicreuse.ConnManager
+	checked func(natcheck.Report)
+
+	mu   sync.Mutex
+	last *natcheck.Report
+	run  sync.Mutex // one check at a time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Start tests once the node has joined, then every natRecheck and when the
+// node's addresses change, until Close.
+func (c *natChecker) Start(joined <-chan struct{}) {
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.done = make(chan struct{})
+	sub, err := c.h.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
+	if err != nil {
+		c.log.Debug("NAT check: no address events", "error", err)
+	}
+	go func() {
+		defer close(c.done)
+		var changes <-chan any
+		if sub != nil {
+			defer sub.Close()
+			changes = sub.Out()
+		}
+		select {
+		case <-joined:
+		case <-c.ctx.Done():
+			return
+		}
+		t := c.clk.Ticker(natRecheck)
+		defer t.Stop()
+		for {
+			ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
+			if _, err := c.Check(ctx); err != nil && c.ctx.Err() == nil {
+				c.log.Debug("NAT check", "error", err)
+			}
+			cancel()
+			select {
+			case <-t.C:
+			case <-changes:
+			case <-c.ctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// Close stops the background checks and waits for them.
+func (c *natChecker) Close() {
+	if c.cancel != nil {
+		c.cancel()
+		<-c.done
+	}
+}
+
+// Last is the last report, nil before the first check ended.
+func (c *natChecker) Last() *natcheck.Report {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
+// Check runs one NAT check from the node's QUIC port (which is what hole
+// punching uses) against the configured STUN servers and those the
+// connected bootstrap peers announce.
+func (c *natChecker) Check(ctx context.Context, extra ...netip.AddrPort) (natcheck.Report, error) {
+	c.run.Lock()
+	defer c.run.Unlock()
+	servers := slices.Clone(extra)
+	for _, s := range append(slices.Clone(c.static), c.discover(ctx)...) {
+		if !slices.Contains(servers, s) {
+			servers = append(servers, s)
+		}
+	}
+	if len(servers) == 0 {
+		return natcheck.Report{}, errors.New("no STUN server known: no bootstrap peer announced one, and none was given with --stun HOST:PORT")
+	}
+	cfg := natcheck.Config{Servers: servers}
+	if conn := c.sharedQUICConn(); conn != nil {
+		defer conn.Close()
+		cfg.Conn = conn
+	}
+	rep, err := natcheck.Run(ctx, cfg)
+	if err != nil {
+		return rep, err
+	}
+	c.mu.Lock()
+	c.last = &rep
+	c.mu.Unlock()
+	if c.checked != nil {
+		c.checked(rep)
+	}
+	c.log.Info("NAT check", "udp_public_address", rep.UDP.PublicAddress, "mapping", rep.UDP.Mapping,
+		"filtering", rep.UDP.Filtering, "classic", rep.UDP.Classic)
+	return rep, nil
+}
+
+// sharedQUICConn is a packet conn on the node's first IPv4 QUIC listen
+// port, for non-QUIC packets (STUN), or nil.
+func (c *natChecker) sharedQUICConn() net.PacketConn {
+	if c.quic == nil {
+		return nil
+	}
+	for _, a := range c.listen {
+		if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err != nil {
+			continue
+		}
+		ip, err := a.ValueForProtocol(ma.P_IP4)
+		if err != nil {
+			continue
+		}
+		port, err := a.ValueForProtocol(ma.P_UDP)
+		if err != nil {
+			continue
+		}
+		// quicreuse keys its listeners by the configured address, port 0
+		// included, as net.UDPAddr prints it.
+		ua, err := net.ResolveUDPAddr("udp4", net.JoinHostPort(ip, port))
+		if err != nil {
+			continue
+		}
+		conn, err := c.quic.SharedNonQUICPacketConn("udp4", ua)
+		if err != nil {
+			c.log.Debug("NAT check: cannot share the QUIC port; testing from a fresh one", "error", err)
+			return nil
+		}
+		return conn
+	}
+	return nil
+}
+
+// stunInfo is the JSON a bootstrap node answers on STUNInfoProtocol.
+type stunInfo struct {
+	Servers []string `json:"servers"`
+	Other   string   `json:"other"`
+}
+
+// discover asks the connected bootstrap peers where their STUN servers
+// are. A peer that does not speak the protocol is skipped.
+func (c *natChecker) discover(ctx context.Context) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, ai := range c.boot {
+		if c.h.Network().Connectedness(ai.ID) != network.Connected {
+			continue
+		}
+		servers, err := askSTUNInfo(ctx, c.h, ai.ID)
+		if err != nil {
+			c.log.Debug("bootstrap peer announces no STUN server", "peer", ai.ID, "error", err)
+			continue
+		}
+		out = append(out, servers...)
+	}
+	return out
+}
+
+func askSTUNInfo(ctx context.Context, h host.Host, p peer.ID) ([]netip.AddrPort, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := h.NewStream(network.WithNoDial(ctx, "stun info"), p, STUNInfoProtocol)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(d)
+	}
+	var info stunInfo
+	if err := json.NewDecoder(io.LimitReader(s, maxSTUNInfo)).Decode(&info); err != nil {
+		return nil, fmt.Errorf("bad STUN info from %s: %w", p, err)
+	}
+	var out []netip.AddrPort
+	for _, a := range info.Servers {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || ap.Port() == 0 || !ap.Addr().Is4() && !ap.Addr().Is6() {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s announced no usable STUN address", p)
+	}
+	return out, nil
+}

@@ -1,0 +1,454 @@
+// Package natcheck discovers the behaviour of the NAT (or firewall) in front
+// of a UDP socket with STUN: the RFC 5780 behaviour discovery tests, which
+// name the mapping and the filtering in RFC 4787 terms, plus the port
+// allocation and hairpinning, and the classic RFC 3489 name a user knows
+// ("port-restricted cone", "symmetric").
+//
+// It needs a STUN server that implements RFC 5780 (OTHER-ADDRESS and
+// CHANGE-REQUEST), as every p2pnode bootstrap node does; with a plain RFC
+// 5389 server, or one with a single IP address, the tests that cannot run
+// are named in the report rather than guessed.
+package natcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Behaviour is a NAT mapping or filtering behaviour, in RFC 4787 section 4.1
+// and 5 terms.
+type Behaviour string
+
+// The behaviours, and Unknown when a test could not run.
+const (
+	EndpointIndependent     Behaviour = "endpoint-independent"
+	AddressDependent        Behaviour = "address-dependent"
+	AddressAndPortDependent Behaviour = "address-and-port-dependent"
+	Unknown                 Behaviour = "unknown"
+)
+
+// Classic RFC 3489 names (section 5), as Report.UDP.Classic gives them.
+const (
+	ClassicOpen        = "open internet"
+	ClassicFullCone    = "full cone"
+	ClassicRestricted  = "restricted cone"
+	ClassicPortRestr   = "port-restricted cone"
+	ClassicSymmetric   = "symmetric"
+	ClassicUDPFirewall = "symmetric UDP firewall"
+	ClassicUDPBlocked  = "UDP blocked"
+	ClassicUnknown     = "unknown"
+)
+
+// Config says which servers to ask and from which socket.
+type Config struct {
+	// Servers are STUN servers' primary addresses (IP and UDP port), tried
+	// in order; the first that answers runs the tests, and one with another
+	// IP address stands in for a missing alternate address.
+	Servers []netip.AddrPort
+	// Conn is the socket whose public address and mapping are reported (a
+	// daemon's QUIC port, which is what hole punching uses). nil: a fresh
+	// socket on an ephemeral port. The filtering and port allocation tests
+	// always use fresh sockets, so that what earlier tests (or traffic)
+	// opened in the NAT cannot make the filtering look more open than it
+	// is.
+	Conn net.PacketConn
+	// RTO is the retransmission interval of a request; default 200 ms.
+	RTO time.Duration
+	// Wait bounds one transaction; a filtering test reads a timeout as
+	// "filtered". Default 1.5 s: several RTOs, and more than an RTT to any
+	// server on Earth.
+	Wait time.Duration
+	// Samples is how many fresh sockets the port allocation test maps;
+	// default 4.
+	Samples int
+}
+
+// Report is what the tests found. Its JSON form is `p2pnode nat --json`'s.
+type Report struct {
+	UDP UDPReport `json:"udp"`
+	// Servers lists each server asked and whether it answered.
+	Servers []ServerReport `json:"servers"`
+	// Meaning is one line on what the result means for p2pnode.
+	Meaning string `json:"meaning"`
+	// Time is when the check finished.
+	Time time.Time `json:"time"`
+}
+
+// UDPReport is the UDP part of a Report.
+type UDPReport struct {
+	// PublicAddress is the socket's address as the server saw it ("" if
+	// no server answered).
+	PublicAddress string    `json:"public_address"`
+	Mapping       Behaviour `json:"mapping"`
+	Filtering     Behaviour `json:"filtering"`
+	// PortAllocation is "preserved" (the public port is the local one),
+	// "sequential (delta N)", "random", or "unknown".
+	PortAllocation string `json:"port_allocation"`
+	// Hairpinning is "yes", "no" or "unknown" (RFC 5780 section 4.5).
+	Hairpinning string `json:"hairpinning"`
+	// Classic is the RFC 3489 name; see the Classic constants.
+	Classic string `json:"classic"`
+	// NotRun names the tests that could not run, and why.
+	NotRun []string `json:"not_run,omitempty"`
+}
+
+// ServerReport is one server asked.
+type ServerReport struct {
+	Address  string `json:"address"`
+	Other    string `json:"other,omitempty"` // its OTHER-ADDRESS
+	Answered bool   `json:"answered"`
+}
+
+// Run runs the tests. It fails only when it cannot test at all (no server
+// given, no socket); servers that do not answer give a report that says
+// "UDP blocked".
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	if len(cfg.Servers) == 0 {
+		return Report{}, errors.New("no STUN server to ask: give one with --stun HOST:PORT, or join a bootstrap peer that runs one")
+	}
+	cfg.fill()
+	main := cfg.Conn
+	if main == nil {
+		c, err := freshSocket()
+		if err != nil {
+			return Report{}, err
+		}
+		defer c.Close()
+		main = c
+	}
+	r := &run{cfg: cfg, main: main}
+	rep, err := r.do(ctx)
+	rep.Time = time.Now()
+	return rep, err
+}
+
+func (c *Config) fill() {
+	if c.RTO <= 0 {
+		c.RTO = 200 * time.Millisecond
+	}
+	if c.Wait <= 0 {
+		c.Wait = 1500 * time.Millisecond
+	}
+	if c.Samples <= 0 {
+		c.Samples = 4
+	}
+}
+
+func freshSocket() (*net.UDPConn, error) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		return nil, fmt.Errorf("open a UDP socket for the NAT check: %w", err)
+	}
+	return c, nil
+}
+
+type run struct {
+	cfg  Config
+	main net.PacketConn
+	rep  Report
+
+	primary netip.AddrPort // the server that answered test I
+	first   binding        // its answer
+	altIP   netip.AddrPort // an address with another IP than primary; invalid if none
+	altPort netip.AddrPort // primary's IP with another port; invalid if none
+}
+
+func (r *run) transact(ctx context.Context, conn net.PacketConn, to netip.AddrPort, change byte) (binding, error) {
+	return transact(ctx, conn, to, change, r.cfg.RTO, r.cfg.Wait)
+}
+
+func (r *run) notRun(format string, args ...any) {
+	r.rep.UDP.NotRun = append(r.rep.UDP.NotRun, fmt.Sprintf(format, args...))
+}
+
+func (r *run) do(ctx context.Context) (Report, error) {
+	u := &r.rep.UDP
+	u.Mapping, u.Filtering, u.PortAllocation, u.Hairpinning, u.Classic = Unknown, Unknown, "unknown", "unknown", ClassicUnknown
+	if err := r.testI(ctx); err != nil {
+		if ctx.Err() != nil {
+			return r.rep, ctx.Err()
+		}
+		u.Classic = ClassicUDPBlocked
+		r.rep.Meaning = meaning(u)
+		return r.rep, nil
+	}
+	u.PublicAddress = r.first.mapped.String()
+	noNAT := isLocal(r.first.mapped, r.main)
+	steps := []func(context.Context) error{r.filtering, func(ctx context.Context) error { return r.mapping(ctx, noNAT) }, r.portAllocation, r.hairpinning}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return r.rep, err
+		}
+	}
+	u.Classic = classic(noNAT, u.Mapping, u.Filtering)
+	r.rep.Meaning = meaning(u)
+	return r.rep, nil
+}
+
+// testI asks each server in turn until one answers; it also picks the
+// addresses the other tests need.
+func (r *run) testI(ctx context.Context) error {
+	var err error
+	for _, s := range r.cfg.Servers {
+		var b binding
+		b, err = r.transact(ctx, r.main, s, 0)
+		sr := ServerReport{Address: s.String(), Answered: err == nil}
+		if b.other.IsValid() {
+			sr.Other = b.other.String()
+		}
+		r.rep.Servers = append(r.rep.Servers, sr)
+		if err == nil && !r.primary.IsValid() {
+			r.primary, r.first = s, b
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if !r.primary.IsValid() {
+		return err
+	}
+	o := r.first.other
+	if o.IsValid() && o.Addr() != r.primary.Addr() {
+		r.altIP = netip.AddrPortFrom(o.Addr(), r.primary.Port())
+	}
+	if o.IsValid() && o.Port() != r.primary.Port() {
+		r.altPort = netip.AddrPortFrom(r.primary.Addr(), o.Port())
+	}
+	if !r.altIP.IsValid() {
+		// Another server with another IP address serves for the mapping
+		// test's change of address.
+		for _, s := range r.cfg.Servers {
+			if s.Addr() != r.primary.Addr() {
+				r.altIP = s
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// filtering is RFC 5780 section 4.4 on a fresh socket: ask for the answer
+// from the other IP and port (test II), then from the other port (test
+// III); the first that gets through says how open the filter is.
+func (r *run) filtering(ctx context.Context) error {
+	o := r.first.other
+	if !o.IsValid() {
+		r.notRun("filtering: the STUN server %s sent no OTHER-ADDRESS (not an RFC 5780 server)", r.primary)
+		return nil
+	}
+	conn, err := freshSocket()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := r.transact(ctx, conn, r.primary, 0); err != nil {
+		r.notRun("filtering: the STUN server %s did not answer a fresh socket", r.primary)
+		return ctx.Err()
+	}
+	u := &r.rep.UDP
+	if o.Addr() != r.primary.Addr() {
+		b, err := r.transact(ctx, conn, r.primary, changeIP|changePort)
+		switch {
+		case err == nil && b.origin.Addr() != r.primary.Addr():
+			u.Filtering = EndpointIndependent
+			return nil
+		case err == nil:
+			r.notRun("filtering: the STUN server %s ignored CHANGE-REQUEST", r.primary)
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+	}
+	b, err := r.transact(ctx, conn, r.primary, changePort)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err == nil && b.origin.Port() == r.primary.Port():
+		r.notRun("filtering: the STUN server %s ignored CHANGE-REQUEST", r.primary)
+	case o.Addr() == r.primary.Addr() && err == nil:
+		r.notRun("filtering: endpoint-independent or address-dependent: telling them apart needs a STUN server with a second IP address")
+	case o.Addr() == r.primary.Addr():
+		u.Filtering = AddressAndPortDependent
+	case err == nil:
+		u.Filtering = AddressDependent
+	default:
+		u.Filtering = AddressAndPortDependent
+	}
+	return nil
+}
+
+// mapping is RFC 5780 section 4.3 on the main socket: the mapping to an
+// address with another IP, and to the primary IP with another port,
+// compared with the first.
+func (r *run) mapping(ctx context.Context, noNAT bool) error {
+	u := &r.rep.UDP
+	if noNAT {
+		u.Mapping = EndpointIndependent
+		return nil
+	}
+	x := r.first.mapped
+	mapTo := func(to netip.AddrPort) (netip.AddrPort, bool, error) {
+		b, err := r.transact(ctx, r.main, to, 0)
+		if err != nil {
+			return netip.AddrPort{}, false, ctx.Err()
+		}
+		return b.mapped, true, nil
+	}
+	if r.altIP.IsValid() {
+		y, ok, err := mapTo(r.altIP)
+		if err != nil {
+			return err
+		}
+		if ok && y == x {
+			u.Mapping = EndpointIndependent
+			return nil
+		}
+		if !ok {
+			r.notRun("mapping: %s did not answer", r.altIP)
+		}
+	}
+	if !r.altPort.IsValid() {
+		r.notRun("mapping: the STUN server %s has no alternate port", r.primary)
+		return nil
+	}
+	z, ok, err := mapTo(r.altPort)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		r.notRun("mapping: %s did not answer", r.altPort)
+	case z != x:
+		u.Mapping = AddressAndPortDependent
+	case r.altIP.IsValid():
+		u.Mapping = AddressDependent
+	default:
+		r.notRun("mapping: endpoint-independent or address-dependent: telling them apart needs a STUN server with another IP address")
+	}
+	return nil
+}
+
+// portAllocation maps several fresh sockets to the primary server and
+// compares their public ports with their local ones and with each other.
+func (r *run) portAllocation(ctx context.Context) error {
+	var local, public []int
+	for range r.cfg.Samples {
+		conn, err := freshSocket()
+		if err != nil {
+			return err
+		}
+		b, err := r.transact(ctx, conn, r.primary, 0)
+		lp := conn.LocalAddr().(*net.UDPAddr).Port
+		conn.Close()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		local, public = append(local, lp), append(public, int(b.mapped.Port()))
+	}
+	r.rep.UDP.PortAllocation = portAllocation(local, public)
+	if r.rep.UDP.PortAllocation == "unknown" {
+		r.notRun("port allocation: fewer than 3 of %d fresh sockets got an answer", r.cfg.Samples)
+	}
+	return nil
+}
+
+// portAllocation classifies the public ports of successive new mappings.
+func portAllocation(local, public []int) string {
+	if len(public) < 3 {
+		return "unknown"
+	}
+	if slices.Equal(local, public) {
+		return "preserved"
+	}
+	d := public[1] - public[0]
+	for i := 2; i < len(public); i++ {
+		if public[i]-public[i-1] != d {
+			return "random"
+		}
+	}
+	if d == 0 || d > 16 || d < -16 {
+		return "random"
+	}
+	return fmt.Sprintf("sequential (delta %d)", d)
+}
+
+func (r *run) hairpinning(ctx context.Context) error {
+	ok, err := hairpin(ctx, r.main, r.first.mapped, min(r.cfg.Wait, 500*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	r.rep.UDP.Hairpinning = map[bool]string{true: "yes", false: "no"}[ok]
+	return nil
+}
+
+// isLocal says whether mapped is conn's own address: no NAT in between.
+func isLocal(mapped netip.AddrPort, conn net.PacketConn) bool {
+	la := addrPortOf(conn.LocalAddr())
+	if la.Port() != mapped.Port() {
+		return false
+	}
+	if la.Addr() == mapped.Addr() {
+		return true
+	}
+	if !la.Addr().IsUnspecified() {
+		return false
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == mapped.Addr() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// classic names the result in RFC 3489's words.
+func classic(noNAT bool, mapping, filtering Behaviour) string {
+	switch {
+	case noNAT && filtering == EndpointIndependent:
+		return ClassicOpen
+	case noNAT && filtering != Unknown:
+		return ClassicUDPFirewall
+	case mapping == AddressDependent || mapping == AddressAndPortDependent:
+		return ClassicSymmetric
+	case mapping != EndpointIndependent:
+		return ClassicUnknown
+	case filtering == EndpointIndependent:
+		return ClassicFullCone
+	case filtering == AddressDependent:
+		return ClassicRestricted
+	case filtering == AddressAndPortDependent:
+		return ClassicPortRestr
+	}
+	return ClassicUnknown
+}
+
+// meaning is one line on what the result means for reaching this node.
+func meaning(u *UDPReport) string {
+	switch u.Classic {
+	case ClassicOpen:
+		return "peers can connect to this node directly: no NAT, no UDP filter"
+	case ClassicFullCone, ClassicRestricted, ClassicPortRestr:
+		return "direct connections likely with peers behind any cone NAT, by hole punching (DCUtR); with a peer behind a symmetric NAT only if its ports are predictable, else through a relay"
+	case ClassicUDPFirewall:
+		return "no NAT, but a firewall drops unsolicited UDP: hole punching (DCUtR) gets through it to most peers"
+	case ClassicSymmetric:
+		return "direct connections with cone-NAT peers only by port prediction or from their side; with another symmetric NAT only through a relay"
+	case ClassicUDPBlocked:
+		return "no STUN server answered over UDP: QUIC cannot work here; p2pnode connects over TCP, and through a relay where TCP hole punching fails"
+	}
+	return "the NAT behaviour could not be fully determined (see not_run)"
+}

@@ -1,0 +1,227 @@
+package natcheck
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+// virtualNAT is the NAT a fakeServer pretends the client is behind: it
+// decides the mapped address the server reports and whether an answer from
+// another address than the one asked would get through. It lets the
+// algorithm be tested on loopback, where there is no NAT.
+type virtualNAT struct {
+	mapping, filtering Behaviour
+	none               bool // no NAT: report the real source address
+
+	mu    sync.Mutex
+	ports map[string]int // mapping key -> public port
+	next  int
+}
+
+func (v *virtualNAT) key(b Behaviour, client, server netip.AddrPort) string {
+	switch b {
+	case AddressDependent:
+		return client.String() + ">" + server.Addr().String()
+	case AddressAndPortDependent:
+		return client.String() + ">" + server.String()
+	}
+	return client.String()
+}
+
+func (v *virtualNAT) mapped(client, server netip.AddrPort) netip.AddrPort {
+	if v.none {
+		return client
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	k := v.key(v.mapping, client, server)
+	p, ok := v.ports[k]
+	if !ok {
+		v.next += 7 // not sequential by 1, so the test sees "sequential (delta 7)" for EIM
+		p = v.next
+		v.ports[k] = p
+	}
+	return netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), uint16(p))
+}
+
+// passes says whether an answer from `from` to a client that asked `asked`
+// gets through the virtual filter.
+func (v *virtualNAT) passes(asked, from netip.AddrPort) bool {
+	switch v.filtering {
+	case EndpointIndependent:
+		return true
+	case AddressDependent:
+		return asked.Addr() == from.Addr()
+	}
+	return asked == from
+}
+
+// fakeServer is an RFC 5780 server on 127.0.0.1 and, when alt, 127.0.0.2,
+// each on two ports, answering for a virtual NAT.
+type fakeServer struct {
+	socks map[netip.AddrPort]*net.UDPConn
+	nat   *virtualNAT
+	ips   []string
+}
+
+func startFake(t *testing.T, nat *virtualNAT, alt bool) (primary netip.AddrPort) {
+	t.Helper()
+	f := &fakeServer{socks: map[netip.AddrPort]*net.UDPConn{}, nat: nat, ips: []string{"127.0.0.1"}}
+	if alt {
+		f.ips = append(f.ips, "127.0.0.2")
+	}
+	var ports [2]int
+	for i, ip := range f.ips {
+		for j := range 2 {
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip), Port: ports[j]})
+			if err != nil {
+				if i > 0 && os.Getenv("CI") != "true" {
+					t.Skipf("cannot bind %s (%v): no second loopback address", ip, err)
+				}
+				t.Fatal(err)
+			}
+			ports[j] = c.LocalAddr().(*net.UDPAddr).Port
+			f.socks[addrPortOf(c.LocalAddr())] = c
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	primary = netip.AddrPortFrom(netip.MustParseAddr(f.ips[0]), uint16(ports[0]))
+	other := netip.AddrPortFrom(netip.MustParseAddr(f.ips[len(f.ips)-1]), uint16(ports[1]))
+	for at, c := range f.socks {
+		go f.serve(at, c, primary, other)
+	}
+	return primary
+}
+
+func (f *fakeServer) serve(at netip.AddrPort, c *net.UDPConn, primary, other netip.AddrPort) {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		req := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if req.Decode() != nil || req.Type != stun.BindingRequest {
+			continue
+		}
+		client := addrPortOf(from)
+		mapped := f.nat.mapped(client, at)
+		reply := at
+		if v, err := req.Get(stun.AttrChangeRequest); err == nil && len(v) == 4 {
+			ip, port := at.Addr(), at.Port()
+			if v[3]&changeIP != 0 {
+				ip = other.Addr()
+				if at.Addr() == other.Addr() {
+					ip = primary.Addr()
+				}
+			}
+			if v[3]&changePort != 0 {
+				port = other.Port()
+				if at.Port() == other.Port() {
+					port = primary.Port()
+				}
+			}
+			reply = netip.AddrPortFrom(ip, port)
+		}
+		if !f.nat.passes(at, reply) {
+			continue
+		}
+		res := stun.MustBuild(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+			&stun.XORMappedAddress{IP: mapped.Addr().AsSlice(), Port: int(mapped.Port())},
+			&stun.OtherAddress{IP: other.Addr().AsSlice(), Port: int(other.Port())})
+		_, _ = f.socks[reply].WriteToUDP(res.Raw, from)
+	}
+}
+
+func TestRun(t *testing.T) {
+	cases := []struct {
+		name               string
+		nat                *virtualNAT
+		alt                bool
+		mapping, filtering Behaviour
+		classic            string
+		alloc              string
+	}{
+		{"open internet", &virtualNAT{none: true, filtering: EndpointIndependent}, true, EndpointIndependent, EndpointIndependent, ClassicOpen, "preserved"},
+		{"UDP firewall", &virtualNAT{none: true, filtering: AddressAndPortDependent}, true, EndpointIndependent, AddressAndPortDependent, ClassicUDPFirewall, "preserved"},
+		{"full cone", &virtualNAT{mapping: EndpointIndependent, filtering: EndpointIndependent}, true, EndpointIndependent, EndpointIndependent, ClassicFullCone, "sequential (delta 7)"},
+		{"restricted cone", &virtualNAT{mapping: EndpointIndependent, filtering: AddressDependent}, true, EndpointIndependent, AddressDependent, ClassicRestricted, "sequential (delta 7)"},
+		{"port-restricted cone", &virtualNAT{mapping: EndpointIndependent, filtering: AddressAndPortDependent}, true, EndpointIndependent, AddressAndPortDependent, ClassicPortRestr, "sequential (delta 7)"},
+		{"address-dependent mapping", &virtualNAT{mapping: AddressDependent, filtering: AddressDependent}, true, AddressDependent, AddressDependent, ClassicSymmetric, "sequential (delta 7)"},
+		{"symmetric", &virtualNAT{mapping: AddressAndPortDependent, filtering: AddressAndPortDependent}, true, AddressAndPortDependent, AddressAndPortDependent, ClassicSymmetric, "sequential (delta 7)"},
+		// One IP address: what cannot be told apart is said, not guessed.
+		{"one IP, port-restricted", &virtualNAT{mapping: EndpointIndependent, filtering: AddressAndPortDependent}, false, Unknown, AddressAndPortDependent, ClassicUnknown, "sequential (delta 7)"},
+		{"one IP, symmetric", &virtualNAT{mapping: AddressAndPortDependent, filtering: AddressAndPortDependent}, false, AddressAndPortDependent, AddressAndPortDependent, ClassicSymmetric, "sequential (delta 7)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.nat.ports = map[string]int{}
+			c.nat.next = 40000
+			primary := startFake(t, c.nat, c.alt)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			rep, err := Run(ctx, Config{Servers: []netip.AddrPort{primary}, Wait: 400 * time.Millisecond, RTO: 100 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := rep.UDP
+			if u.Mapping != c.mapping || u.Filtering != c.filtering || u.Classic != c.classic || u.PortAllocation != c.alloc {
+				t.Errorf("got mapping %s, filtering %s, classic %q, port allocation %q; want %s, %s, %q, %q (not run: %v)",
+					u.Mapping, u.Filtering, u.Classic, u.PortAllocation, c.mapping, c.filtering, c.classic, c.alloc, u.NotRun)
+			}
+			if (u.Mapping == Unknown || u.Filtering == Unknown) && len(u.NotRun) == 0 {
+				t.Errorf("an unknown behaviour without a not_run line saying why")
+			}
+			if len(rep.Servers) != 1 || !rep.Servers[0].Answered || rep.Meaning == "" {
+				t.Errorf("servers %+v, meaning %q", rep.Servers, rep.Meaning)
+			}
+		})
+	}
+}
+
+func TestRunBlocked(t *testing.T) {
+	// A socket that never answers: UDP blocked, not an error.
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, Config{Servers: []netip.AddrPort{addrPortOf(c.LocalAddr())}, Wait: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.UDP.Classic != ClassicUDPBlocked || rep.Servers[0].Answered {
+		t.Errorf("got %+v, want UDP blocked", rep)
+	}
+	if _, err := Run(ctx, Config{}); err == nil {
+		t.Error("Run with no server: no error")
+	}
+}
+
+func TestPortAllocation(t *testing.T) {
+	cases := []struct {
+		local, public []int
+		want          string
+	}{
+		{[]int{5000, 6000, 7000}, []int{5000, 6000, 7000}, "preserved"},
+		{[]int{5000, 6000, 7000}, []int{1024, 1025, 1026}, "sequential (delta 1)"},
+		{[]int{5000, 6000, 7000, 8000}, []int{1030, 1028, 1026, 1024}, "sequential (delta -2)"},
+		{[]int{5000, 6000, 7000}, []int{31337, 4211, 60001}, "random"},
+		{[]int{5000, 6000, 7000}, []int{9000, 9000, 9000}, "random"},
+		{[]int{5000, 6000}, []int{5000, 6000}, "unknown"},
+	}
+	for _, c := range cases {
+		if got := portAllocation(c.local, c.public); got != c.want {
+			t.Errorf("portAllocation(%v, %v) = %q, want %q", c.local, c.public, got, c.want)
+		}
+	}
+}
