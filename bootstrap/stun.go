@@ -25,8 +25,10 @@ const (
 // behaviour (RFC 5780 section 4) sends a handful of requests, each
 // retransmitted up to 7 times (RFC 5389 section 7.2.1), so a burst of 20
 // answers and 5 per second serve it; the global limit, 2000 answers per
-// second with a burst of 500, bounds the server's output to about 250 KB/s
-// over IPv6 (116-byte answers) whatever the sources.
+// second with a burst of 500, bounds the server's output to 232 KB/s
+// (2000 answers of at most 116 bytes) whatever the sources. One source, a
+// victim whose address is spoofed included, gets at most 20 answers at once
+// and 5 per second, at most 2.3 KB and then 580 bytes per second.
 const (
 	DefaultSTUNSourceRate  = 5.0
 	DefaultSTUNSourceBurst = 20
@@ -149,8 +151,14 @@ func NewSTUNServer(cfg STUNConfig) (*STUNServer, error) {
 		}
 	}
 	primary, other := s.Addrs()
-	s.log.Info("STUN server started", "addr", primary, "other_addr", other,
-		"source_rate", cfg.SourceRate, "source_burst", cfg.SourceBurst, "global_rate", cfg.GlobalRate)
+	attrs := []any{"addr", primary, "source_rate", cfg.SourceRate, "source_burst", cfg.SourceBurst,
+		"global_rate", cfg.GlobalRate, "global_burst", cfg.GlobalBurst}
+	if other.IsValid() {
+		attrs = append(attrs, "other_addr", other)
+	} else {
+		attrs = append(attrs, "rfc5780", "off: no alternate IP")
+	}
+	s.log.Info("STUN server started", attrs...)
 	return s, nil
 }
 

@@ -532,3 +532,25 @@ func FuzzSTUNServer(f *testing.F) {
 		}
 	})
 }
+
+func TestSTUNIPv6(t *testing.T) {
+	c, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.IPv6Loopback(), 0)))
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s := newTestSTUN(t, STUNConfig{IP: netip.IPv6Loopback()})
+	primary, _ := s.Addrs()
+	req := request(t)
+	m, from := exchange(t, c, primary, req.Raw, 2*time.Second)
+	if m == nil || m.Type != stun.BindingSuccess || from != primary {
+		t.Fatalf("answer %v from %s; want a Binding success response from %s", m, from, primary)
+	}
+	var xor stun.XORMappedAddress
+	if err := xor.GetFrom(m); err != nil {
+		t.Fatal(err)
+	}
+	if got := addrOf(xor.IP, xor.Port); got != clientAddr(c) {
+		t.Errorf("XOR-MAPPED-ADDRESS %s; want %s", got, clientAddr(c))
+	}
+}

@@ -79,7 +79,9 @@ const (
 //     rx) when there is an alternate IP, sent from the socket that
 //     CHANGE-REQUEST's flags ask for (RFC 5780 section 6.1, table 1).
 //
-// FINGERPRINT is added to the answer when the request has one.
+// FINGERPRINT is added to the answer when the request has one. RFC 3489
+// requests (no magic cookie, RFC 5389 section 12) are dropped like any
+// other datagram that is not an RFC 5389 message.
 func (l *stunLayout) respond(pkt []byte, src netip.AddrPort, rx int, req, resp *stun.Message) (tx int, act stunAction) {
 	const header = 20
 	if len(pkt) < header || len(pkt) > STUNMaxRequest || pkt[0]&0xC0 != 0 {
