@@ -1,7 +1,10 @@
 // Package bootstrap gives a libp2p host the public role of a p2pnode
 // bootstrap node: it answers DHT queries (the caller builds the DHT in server
 // mode), relays for private peers with a circuit relay v2 service, and tells
-// peers their reachability with the AutoNAT v1 and v2 services.
+// peers their reachability with the AutoNAT v1 and v2 services. With
+// Config.STUN it also runs a STUN server (RFC 5389, with RFC 5780's NAT
+// behaviour discovery when it has two IP addresses) and tells peers where
+// it is on the STUNProtocolID protocol.
 //
 // A bootstrap node is public by its operator's word: it is the first node of
 // a network, so no other node can AutoNAT it. Joining the network (the
@@ -14,6 +17,7 @@
 package bootstrap
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -36,6 +40,9 @@ type Config struct {
 	// relay fallback that carries data when hole punching cannot work, such
 	// as between two symmetric NATs. Every other circuit keeps the limit.
 	RelayAuthorized []peer.ID
+	// STUN runs a STUN server (see STUNServer) and serves STUNProtocolID;
+	// nil means neither. Its Logger defaults to this Config's.
+	STUN *STUNConfig
 	// Logger receives the role's logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -81,15 +88,19 @@ func ConnLimits(maxPeers int) (low, high int) {
 	return maxPeers * 7 / 8, maxPeers
 }
 
-// Service is a running bootstrap role. Close stops the relay service; the
-// host and the DHT belong to the caller.
+// Service is a running bootstrap role. Close stops the relay service and
+// the STUN server; the host and the DHT belong to the caller.
 type Service struct {
+	h     host.Host
 	relay *tieredRelay
+	stun  *STUNServer
 }
 
-// Start attaches the relay v2 service to h. The DHT in server mode and the
-// AutoNAT services come from the host's construction (see HostOptions). It
-// returns an error when the relay service cannot start.
+// Start attaches the relay v2 service to h and, with cfg.STUN, starts the
+// STUN server and the STUNProtocolID handler. The DHT in server mode and
+// the AutoNAT services come from the host's construction (see
+// HostOptions). It returns an error, and leaves nothing running, when the
+// relay service or the STUN server cannot start.
 func Start(h host.Host, cfg Config) (*Service, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -105,7 +116,37 @@ func Start(h host.Host, cfg Config) (*Service, error) {
 	}
 	log.Info("relay v2 service started", "max_reservations", res.MaxReservations, "circuit_limit_bytes", limitData(res),
 		"circuit_limit_duration", limitDuration(res), "authorized_peers", len(cfg.RelayAuthorized))
-	return &Service{relay: r}, nil
+	svc := &Service{h: h, relay: r}
+	if cfg.STUN != nil {
+		if err := svc.startSTUN(*cfg.STUN, log); err != nil {
+			_ = r.relay.Close()
+			return nil, err
+		}
+	}
+	return svc, nil
+}
+
+func (s *Service) startSTUN(cfg STUNConfig, log *slog.Logger) error {
+	if cfg.Logger == nil {
+		cfg.Logger = log
+	}
+	srv, err := NewSTUNServer(cfg)
+	if err != nil {
+		return fmt.Errorf("start STUN server: %w", err)
+	}
+	handler, err := stunInfoHandler(srv.Addrs())
+	if err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("start STUN server: %w", err)
+	}
+	s.stun = srv
+	s.h.SetStreamHandler(STUNProtocolID, handler)
+	return nil
+}
+
+// STUN returns the STUN server, or nil when Config.STUN was nil.
+func (s *Service) STUN() *STUNServer {
+	return s.stun
 }
 
 func limitData(r relayv2.Resources) int64 {
@@ -122,7 +163,13 @@ func limitDuration(r relayv2.Resources) time.Duration {
 	return r.Limit.Duration
 }
 
-// Close stops the relay service.
+// Close stops the relay service, the STUN server and its protocol handler.
 func (s *Service) Close() error {
-	return s.relay.relay.Close()
+	var errs []error
+	if s.stun != nil {
+		s.h.RemoveStreamHandler(STUNProtocolID)
+		errs = append(errs, s.stun.Close())
+	}
+	errs = append(errs, s.relay.relay.Close())
+	return errors.Join(errs...)
 }
