@@ -43,6 +43,10 @@ type Config struct {
 	// STUN runs a STUN server (see STUNServer) and serves STUNProtocolID;
 	// nil means neither. Its Logger defaults to this Config's.
 	STUN *STUNConfig
+	// STUNOptional makes a STUN server that cannot start (its default
+	// port taken by another STUN server, say) a warning: Start goes on
+	// without it. Otherwise Start fails.
+	STUNOptional bool
 	// Logger receives the role's logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -118,7 +122,9 @@ func Start(h host.Host, cfg Config) (*Service, error) {
 		"circuit_limit_duration", limitDuration(res), "authorized_peers", len(cfg.RelayAuthorized))
 	svc := &Service{h: h, relay: r}
 	if cfg.STUN != nil {
-		if err := svc.startSTUN(*cfg.STUN, log); err != nil {
+		if err := svc.startSTUN(*cfg.STUN, log); err != nil && cfg.STUNOptional {
+			log.Warn("running without a STUN server: peers cannot test their NAT against this node", "error", err)
+		} else if err != nil {
 			_ = r.relay.Close()
 			return nil, err
 		}

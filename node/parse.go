@@ -173,3 +173,17 @@ func ResolveSTUNServer(ctx context.Context, s string) (netip.AddrPort, error) {
 	}
 	return netip.AddrPortFrom(ips[0].Unmap(), uint16(n)), nil
 }
+
+// CheckSTUNAltIP checks a STUN server's alternate address (RFC 5780
+// section 6): an IPv4 address of this host's, not 0.0.0.0. Its error says
+// what is wrong.
+func CheckSTUNAltIP(s string) error {
+	ip, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not an IP address (e.g. 203.0.113.8)", s)
+	case !ip.Unmap().Is4() || ip.IsUnspecified():
+		return fmt.Errorf("%q: give an IPv4 address of this host, e.g. 203.0.113.8", s)
+	}
+	return nil
+}

@@ -558,4 +558,25 @@ func (h *Host) Do(f func() error) error {
 	return <-errc
 }
 
+// AddPublicIP gives a host on the public segment (a public host, or one of
+// a site without a router) a second address on eth0, the next free
+// 11.0.0.N, and returns it: a server that needs two IP addresses, such as
+// an RFC 5780 STUN server, gets its alternate address so.
+func (h *Host) AddPublicIP() net.IP {
+	l := h.lab
+	l.tb.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h.Site != nil && h.Site.NAT != NATNone {
+		l.tb.Fatalf("netlab: AddPublicIP: host %q is on a LAN behind a router, not on the public segment", h.Name)
+	}
+	if l.nextPub > 254 {
+		l.tb.Fatalf("netlab: public segment is full")
+	}
+	ip := net.IPv4(11, 0, 0, byte(l.nextPub)).To4()
+	l.nextPub++
+	l.mustIP("-n", h.NS, "addr", "add", ip.String()+"/24", "dev", "eth0")
+	return ip
+}
+
 func (h *Host) String() string { return h.Name + "(" + h.IP.String() + ")" }

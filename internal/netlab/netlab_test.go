@@ -230,6 +230,7 @@ func TestLab(t *testing.T) {
 	add("fwrej", NATFirewall, RejectInbound())
 	add("apdf", NATPortRestricted)
 	add("apdfrej", NATPortRestricted, RejectInbound())
+	add("adf", NATRestricted)
 	add("eif", NATFullCone)
 	add("edm", NATSymmetric)
 	eif := cases[len(cases)-2]
@@ -325,10 +326,13 @@ func TestLab(t *testing.T) {
 				got := strings.Join(lines, "\n")
 				fromS3 := strings.Contains(got, "from-s3")
 				fromS1 := strings.Contains(got, "from-s1-other-port")
-				wantIn := c.site.NAT == NATNone || c.site.NAT == NATFullCone
-				if fromS3 != wantIn || fromS1 != wantIn {
-					t.Errorf("%s: unsolicited datagrams to mapped %s: from s3 arrived=%v, from s1:%s arrived=%v; want %v\n%s",
-						c.name(), mapped, fromS3, otherPort, fromS1, wantIn, got)
+				// Restricted cone: the address it sent to may send from
+				// any port; nobody else may.
+				wantS3 := c.site.NAT == NATNone || c.site.NAT == NATFullCone
+				wantS1 := wantS3 || c.site.NAT == NATRestricted
+				if fromS3 != wantS3 || fromS1 != wantS1 {
+					t.Errorf("%s: unsolicited datagrams to mapped %s: from s3 arrived=%v (want %v), from s1:%s arrived=%v (want %v)\n%s",
+						c.name(), mapped, fromS3, wantS3, otherPort, fromS1, wantS1, got)
 				}
 			})
 
@@ -544,5 +548,37 @@ func assertGone(t *testing.T, id string) {
 	}
 	if _, err := os.Stat(filepath.Join(markerDir, id)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("marker %s left behind (%v)", id, err)
+	}
+}
+
+// TestBlockUDPAndSecondIP: a BlockUDP router lets TCP through and no UDP;
+// a public host's second address answers like its first.
+func TestBlockUDPAndSecondIP(t *testing.T) {
+	l := New(t)
+	natprobe(t)
+	pub := l.AddPublicHost("pub")
+	alt := pub.AddPublicIP()
+	h := l.AddSite("tcponly", NATPortRestricted, BlockUDP()).AddHost("h")
+	open := l.AddSite("open", NATPortRestricted).AddHost("o")
+	// Bound to each address: a socket on 0.0.0.0 would answer from the
+	// first one whatever was asked.
+	startProbe(t, pub, "udp-reflect", "-listen", hostPort(pub.IP, 3478)).expect("ready")
+	startProbe(t, pub, "udp-reflect", "-listen", hostPort(alt, 3478)).expect("ready")
+	startProbe(t, pub, "tcp-reflect", "-listen", "0.0.0.0:8080").expect("ready")
+
+	if out, code := runProbe(t, h, "tcp-dial", "-to", hostPort(pub.IP, 8080), "-timeout", "5s"); code != 0 {
+		t.Errorf("TCP through a BlockUDP router: code %d: %s", code, out)
+	}
+	if out, code := runProbe(t, h, "udp-dial", "-to", hostPort(pub.IP, 3478), "-timeout", "1s"); code != probeTimeout {
+		t.Errorf("UDP through a BlockUDP router: code %d (want a timeout): %s", code, out)
+	}
+	for _, ip := range []net.IP{pub.IP, alt} {
+		out, code := runProbe(t, open, "udp-dial", "-to", hostPort(ip, 3478), "-timeout", "5s")
+		if code != 0 || !strings.HasPrefix(out, "reply observed "+open.Site.PublicIP().String()+":") {
+			t.Errorf("UDP to %s: code %d: %s", ip, code, out)
+		}
+	}
+	if alt.Equal(pub.IP) {
+		t.Errorf("AddPublicIP gave the host's own address %s", alt)
 	}
 }

@@ -27,6 +27,10 @@ const (
 	// keeps the source port when it is free, so the mapping does not depend
 	// on the destination in practice.
 	NATPortRestricted NAT = "eim-apdf"
+	// NATRestricted: endpoint-independent mapping, address-dependent
+	// filtering ("restricted cone"): once a host sent from a port to an IP
+	// address, any port of that address may send to the mapped port.
+	NATRestricted NAT = "eim-adf"
 	// NATFullCone: endpoint-independent mapping and filtering ("full cone"):
 	// once a host sent from a port, anyone may send to the mapped port.
 	NATFullCone NAT = "eim-eif"
@@ -37,14 +41,15 @@ const (
 )
 
 // NATs lists every behaviour, for table-driven tests.
-var NATs = []NAT{NATNone, NATFirewall, NATPortRestricted, NATFullCone, NATSymmetric}
+var NATs = []NAT{NATNone, NATFirewall, NATPortRestricted, NATRestricted, NATFullCone, NATSymmetric}
 
 // Site is a LAN behind one router (or, for NATNone, hosts on the public
 // segment).
 type Site struct {
 	Name   string
 	NAT    NAT
-	Reject bool // unsolicited inbound is answered (RST / ICMP) rather than dropped
+	Reject   bool // unsolicited inbound is answered (RST / ICMP) rather than dropped
+	BlockUDP bool // the router forwards no UDP at all
 
 	lab      *Lab
 	routerNS string     // "" for NATNone
@@ -62,6 +67,11 @@ type SiteOption func(*Site)
 // that a dial failed rather than after a timeout.
 func RejectInbound() SiteOption { return func(s *Site) { s.Reject = true } }
 
+// BlockUDP makes the router drop every UDP packet it would forward, both
+// ways, like a network that allows only TCP: QUIC and STUN cannot work
+// there.
+func BlockUDP() SiteOption { return func(s *Site) { s.BlockUDP = true } }
+
 // AddSite adds a site whose router behaves as nat. Every site gets its own
 // LAN, 10.K.0.0/24 behind a NAT, or the routed public 11.K.0.0/24 behind a
 // firewall; the router is .1, hosts are .2 and up.
@@ -76,11 +86,11 @@ func (l *Lab) AddSite(name string, nat NAT, opts ...SiteOption) *Site {
 	}
 	switch nat {
 	case NATNone:
-		if s.Reject {
-			l.tb.Fatalf("netlab: site %q: RejectInbound needs a router; %s has none", name, nat)
+		if s.Reject || s.BlockUDP {
+			l.tb.Fatalf("netlab: site %q: RejectInbound and BlockUDP need a router; %s has none", name, nat)
 		}
 		return s
-	case NATFirewall, NATPortRestricted, NATFullCone, NATSymmetric:
+	case NATFirewall, NATPortRestricted, NATRestricted, NATFullCone, NATSymmetric:
 	default:
 		l.tb.Fatalf("netlab: site %q: unknown NAT %q (want one of %v)", name, nat, NATs)
 	}
@@ -193,6 +203,11 @@ func (l *Lab) mustNFT(ns, ruleset string) {
 //     Replies to such a flow leave through the same conntrack entry, so they
 //     carry the mapped port.
 //
+// Restricted cone (eim-adf) is full cone's mechanism plus a set of the
+// remote addresses each mapped port sent to (learned in postrouting like
+// the binding): a new inbound flow is DNATed only if its source address is
+// in the set for that port, whatever its source port.
+//
 // Symmetric (edm) is `masquerade fully-random`: each new flow (each
 // destination ip:port) gets a random external port.
 func (s *Site) ruleset() string {
@@ -209,7 +224,7 @@ func (s *Site) ruleset() string {
 		fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"wan\" masquerade\n\t}\n")
 	case NATSymmetric:
 		fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"wan\" masquerade fully-random\n\t}\n")
-	case NATFullCone:
+	case NATFullCone, NATRestricted:
 		fmt.Fprintf(&b, `	map fullcone {
 		type inet_proto . inet_service : ipv4_addr . inet_service
 		flags dynamic,timeout
@@ -225,13 +240,30 @@ func (s *Site) ruleset() string {
 	}
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
-		iifname "wan" meta l4proto { tcp, udp } dnat to meta l4proto . th dport map @fullcone
+		%s
 	}
-`, mapTimeout, s.wanIP)
+`, mapTimeout, s.wanIP, s.inboundDNAT())
+	}
+	if s.NAT == NATRestricted {
+		// The same binding map, and a set of the remote addresses each
+		// mapped port sent to: only those may open a flow to it.
+		fmt.Fprintf(&b, `	set adf {
+		type ipv4_addr . inet_proto . inet_service
+		flags dynamic,timeout
+		timeout %s
+	}
+	chain learnadf {
+		type filter hook postrouting priority srcnat + 11; policy accept;
+		oifname "wan" ct direction original ct status snat meta l4proto { tcp, udp } update @adf { ip daddr . meta l4proto . ct reply proto-dst }
+	}
+`, mapTimeout)
 	}
 	dnatAccept := ""
-	if s.NAT == NATFullCone {
-		dnatAccept = "\t\tiifname \"wan\" ct status dnat accept\n"
+	if s.BlockUDP {
+		dnatAccept = "\t\tmeta l4proto udp drop\n"
+	}
+	if s.NAT == NATFullCone || s.NAT == NATRestricted {
+		dnatAccept += "\t\tiifname \"wan\" ct status dnat accept\n"
 	}
 	fmt.Fprintf(&b, `	chain forward {
 		type filter hook forward priority filter; policy accept;
@@ -245,6 +277,16 @@ func (s *Site) ruleset() string {
 }
 `, dnatAccept, deny, deny)
 	return b.String()
+}
+
+// inboundDNAT is the prerouting rule that lets a new flow from the WAN in
+// to a mapped port: from anyone (full cone), or from an address the port
+// sent to (restricted cone).
+func (s *Site) inboundDNAT() string {
+	if s.NAT == NATRestricted {
+		return `iifname "wan" meta l4proto { tcp, udp } ip saddr . meta l4proto . th dport @adf dnat to meta l4proto . th dport map @fullcone`
+	}
+	return `iifname "wan" meta l4proto { tcp, udp } dnat to meta l4proto . th dport map @fullcone`
 }
 
 // mapTimeout is how long a full-cone binding outlives its last outbound

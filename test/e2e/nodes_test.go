@@ -65,7 +65,8 @@ func startBootstrap(t testing.TB, ctx context.Context) string {
 func startBootstrapNode(t testing.TB, ctx context.Context) (node, string) {
 	t.Helper()
 	n := newNode(t, ctx)
-	p := start(t, ctx, "bootstrap", "--home", n.home, "bootstrap", "--listen", p2pListen, noPortMap)
+	// Any free STUN port: tests run bootstrap nodes side by side.
+	p := start(t, ctx, "bootstrap", "--home", n.home, "bootstrap", "--listen", p2pListen, noPortMap, "--stun-port", "0")
 	return n, p.WaitLine(t, 30*time.Second, "a /ip4/127.0.0.1/tcp/PORT/p2p/"+n.id+" multiaddr", func(line string) bool {
 		return strings.HasPrefix(line, "/ip4/127.0.0.1/tcp/") && strings.HasSuffix(line, "/p2p/"+n.id)
 	})

@@ -50,6 +50,20 @@ func runEnv(t testing.TB, ctx context.Context, env []string, args ...string) res
 	t.Helper()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = e2etest.ChildEnv(env...)
+	return runCmd(t, ctx, cmd, args)
+}
+
+// runIn is run inside network namespace ns.
+func runIn(t testing.TB, ctx context.Context, ns string, args ...string) result {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, bin}, args...)...)
+	cmd.Env = e2etest.ChildEnv()
+	return runCmd(t, ctx, cmd, args)
+}
+
+// runCmd runs cmd, which runs `p2pnode args...`, as run says.
+func runCmd(t testing.TB, ctx context.Context, cmd *exec.Cmd, args []string) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = e2etest.StopGrace

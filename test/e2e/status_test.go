@@ -92,7 +92,7 @@ func TestStatusAndPing(t *testing.T) {
 	ctx := testContext(t, 3*time.Minute)
 
 	bootNode := newNode(t, ctx)
-	bp := start(t, ctx, "bootstrap", "--home", bootNode.home, "bootstrap", "--listen", p2pListen, noPortMap)
+	bp := start(t, ctx, "bootstrap", "--home", bootNode.home, "bootstrap", "--listen", p2pListen, noPortMap, "--stun-port", "0")
 	boot := bp.WaitLine(t, 30*time.Second, "a /ip4/127.0.0.1/tcp/PORT/p2p/"+bootNode.id+" multiaddr", func(line string) bool {
 		return strings.HasPrefix(line, "/ip4/127.0.0.1/tcp/") && strings.HasSuffix(line, "/p2p/"+bootNode.id)
 	})

@@ -156,6 +156,20 @@ type Bootstrap struct {
 	// work, e.g. both peers behind symmetric NATs). Other circuits keep
 	// the circuit relay v2 default limit of 2 minutes and 128 KiB each way.
 	RelayAllow []string `toml:"relay_allow"`
+
+	// STUN runs the node's STUN server (RFC 5389 Binding with RFC 5780
+	// behaviour discovery), which `p2pnode nat` on other peers asks.
+	// nil (key absent) means on.
+	STUN *bool `toml:"stun"`
+
+	// STUNPort and STUNAltPort are its UDP ports; 0 (key absent) means
+	// 3478 and 3479.
+	STUNPort    int `toml:"stun_port"`
+	STUNAltPort int `toml:"stun_alt_port"`
+
+	// STUNAltIP is a second IPv4 address of this host for RFC 5780's
+	// change-IP tests; empty: the second specific listen address, if any.
+	STUNAltIP string `toml:"stun_alt_ip"`
 }
 
 // PinnedPeers returns the peer IDs name is pinned to, or nil if it is not.

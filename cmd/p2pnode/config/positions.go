@@ -41,6 +41,10 @@ var schema = map[string]keyInfo{
 	"names":                    {want: "a table ([names]) of name = [peer IDs]"},
 	"bootstrap.listen":         {want: "an array of multiaddr strings", elem: "a multiaddr string"},
 	"bootstrap.relay_allow":    {want: "an array of peer ID strings", elem: "a peer ID string"},
+	"bootstrap.stun":           {want: "true or false"},
+	"bootstrap.stun_port":      {want: "a port number"},
+	"bootstrap.stun_alt_port":  {want: "a port number"},
+	"bootstrap.stun_alt_ip":    {want: "an IPv4 address string"},
 }
 
 // entry is something found in the document at some offset: a key, a table

@@ -40,6 +40,19 @@ func (f *File) check() []Problem {
 		c.peerIDs("names."+name, ids, fmt.Sprintf("bad peer ID for name %q in [names]", name))
 	}
 	c.peerIDs("bootstrap.relay_allow", f.Bootstrap.RelayAllow, `bad value for "relay_allow" in [bootstrap]`)
+	for _, kp := range []struct {
+		key  string
+		port int
+	}{{"stun_port", f.Bootstrap.STUNPort}, {"stun_alt_port", f.Bootstrap.STUNAltPort}} {
+		if key, port := kp.key, kp.port; port < 0 || port > 65535 {
+			c.add("bootstrap."+key, "", "bad value for %q in [bootstrap]: %d is not a port from 1 to 65535 (remove the key for the default)", key, port)
+		}
+	}
+	if s := f.Bootstrap.STUNAltIP; s != "" {
+		if err := node.CheckSTUNAltIP(s); err != nil {
+			c.add("bootstrap.stun_alt_ip", s, "bad value for \"stun_alt_ip\" in [bootstrap]: %v", err)
+		}
+	}
 	for i, s := range f.NAT.STUN {
 		if err := node.CheckSTUNServer(s); err != nil {
 			c.add(fmt.Sprintf("nat.stun[%d]", i), s, "bad value for \"stun\" in [nat]: %v", err)

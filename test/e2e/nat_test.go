@@ -1,0 +1,104 @@
+//go:build linux
+
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/p2pnode/p2pnode/internal/netlab"
+)
+
+// natReport is the part of `p2pnode nat --json` the tests read.
+type natReport struct {
+	UDP struct {
+		PublicAddress  string   `json:"public_address"`
+		Mapping        string   `json:"mapping"`
+		Filtering      string   `json:"filtering"`
+		PortAllocation string   `json:"port_allocation"`
+		Classic        string   `json:"classic"`
+		NotRun         []string `json:"not_run"`
+	} `json:"udp"`
+	Servers []struct {
+		Address  string `json:"address"`
+		Answered bool   `json:"answered"`
+	} `json:"servers"`
+}
+
+// natRuns is how many times each router kind is tested: a NAT check that
+// is right by luck (a timeout read as "filtered") shows up as a wrong run.
+const natRuns = 10
+
+// TestNATCheck: behind each kind of router of the lab, `p2pnode nat --json`
+// names the mapping, the filtering and the classic NAT type right, every
+// run, with the STUN server the bootstrap node runs and announces (on two
+// IP addresses, as RFC 5780 needs). The kinds run at once, each in a lab
+// of its own.
+func TestNATCheck(t *testing.T) {
+	cases := []struct {
+		name               string
+		nat                netlab.NAT
+		opts               []netlab.SiteOption
+		mapping, filtering string
+		classic            string
+	}{
+		{"none", netlab.NATNone, nil, "endpoint-independent", "endpoint-independent", "open internet"},
+		{"firewall", netlab.NATFirewall, nil, "endpoint-independent", "address-and-port-dependent", "symmetric UDP firewall"},
+		{"eim-eif", netlab.NATFullCone, nil, "endpoint-independent", "endpoint-independent", "full cone"},
+		{"eim-adf", netlab.NATRestricted, nil, "endpoint-independent", "address-dependent", "restricted cone"},
+		{"eim-apdf", netlab.NATPortRestricted, nil, "endpoint-independent", "address-and-port-dependent", "port-restricted cone"},
+		{"edm", netlab.NATSymmetric, nil, "address-and-port-dependent", "address-and-port-dependent", "symmetric"},
+		{"UDP blocked", netlab.NATPortRestricted, []netlab.SiteOption{netlab.BlockUDP()}, "unknown", "unknown", "UDP blocked"},
+	}
+	// Goroutines rather than t.Parallel: most of a check is waiting for an
+	// answer that a filter drops, and -parallel (GOMAXPROCS) would queue
+	// those waits.
+	var wg sync.WaitGroup
+	for _, c := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(c.name, func(t *testing.T) {
+				ctx := testContext(t, 4*time.Minute)
+				lab := netlab.New(t)
+				boot := lab.AddPublicHost("boot")
+				alt := boot.AddPublicIP()
+				bn := newNode(t, ctx)
+				bp := startIn(t, ctx, boot.NS, "bootstrap", "--home", bn.home, "bootstrap", noPortMap,
+					"--listen", "/ip4/0.0.0.0/tcp/4001", "--listen", "/ip4/0.0.0.0/udp/4001/quic-v1", "--stun-alt-ip", alt.String())
+				prefix := "/ip4/" + boot.IP.String() + "/tcp/"
+				bootAddr := bp.WaitLine(t, 30*time.Second, "a TCP multiaddr on "+boot.IP.String(), func(line string) bool {
+					return strings.HasPrefix(line, prefix)
+				})
+				bp.WaitStderr(t, 10*time.Second, "STUN server started")
+				h := lab.AddSite("s", c.nat, c.opts...).AddHost("h")
+				cli := newNode(t, ctx)
+				for i := 1; i <= natRuns; i++ {
+					res := runIn(t, ctx, h.NS, "--home", cli.home, "nat", "--json", "--bootstrap", bootAddr, noPortMap)
+					if res.code != 0 {
+						t.Fatalf("run %d: p2pnode nat: exit %d\n%s", i, res.code, res.stderr)
+					}
+					var rep natReport
+					if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil {
+						t.Fatalf("run %d: no JSON report (%v):\n%s", i, err, res.stdout)
+					}
+					u := rep.UDP
+					if u.Mapping != c.mapping || u.Filtering != c.filtering || u.Classic != c.classic {
+						t.Errorf("run %d: mapping %s, filtering %s, classic %q; want %s, %s, %q (not run: %v)\n%s",
+							i, u.Mapping, u.Filtering, u.Classic, c.mapping, c.filtering, c.classic, u.NotRun, res.stdout)
+					}
+					if len(rep.Servers) == 0 || !strings.HasPrefix(rep.Servers[0].Address, boot.IP.String()+":") {
+						t.Errorf("run %d: servers %+v, want the bootstrap node's STUN server on %s first", i, rep.Servers, boot.IP)
+					}
+					if i == 1 {
+						t.Logf("%s: %s", c.name, strings.Join(strings.Fields(res.stdout), " "))
+					}
+				}
+			})
+		}()
+	}
+	wg.Wait()
+}
