@@ -46,8 +46,8 @@ var NATs = []NAT{NATNone, NATFirewall, NATPortRestricted, NATRestricted, NATFull
 // Site is a LAN behind one router (or, for NATNone, hosts on the public
 // segment).
 type Site struct {
-	Name   string
-	NAT    NAT
+	Name     string
+	NAT      NAT
 	Reject   bool // unsolicited inbound is answered (RST / ICMP) rather than dropped
 	BlockUDP bool // the router forwards no UDP at all
 
