@@ -109,13 +109,15 @@ type STUNStats struct {
 // STUNMaxGrowth bytes larger than requests, so that it is no useful
 // reflector. Each socket has one goroutine reading it; Close stops them.
 type STUNServer struct {
-	conns  [4]*net.UDPConn
-	layout stunLayout
-	limit  *stunLimiter
-	log    *slog.Logger
-	done   chan struct{}
-	wg     sync.WaitGroup
-	close  sync.Once
+	conns    [4]*net.UDPConn
+	tcp      [4]*net.TCPListener // STUN over TCP on the same addresses, where free
+	tcpSlots chan struct{}
+	layout   stunLayout
+	limit    *stunLimiter
+	log      *slog.Logger
+	done     chan struct{}
+	wg       sync.WaitGroup
+	close    sync.Once
 
 	responses, dropped, rateLimited, writeErrors atomic.Uint64
 }
@@ -131,6 +133,8 @@ func NewSTUNServer(cfg STUNConfig) (*STUNServer, error) {
 		limit: newSTUNLimiter(cfg.SourceRate, cfg.SourceBurst, cfg.GlobalRate, cfg.GlobalBurst, cfg.MaxSources),
 		log:   cfg.Logger,
 		done:  make(chan struct{}),
+
+		tcpSlots: make(chan struct{}, stunTCPConns),
 	}
 	s.layout.hasAlt = cfg.AltIP.IsValid()
 	if err := s.listen(cfg); err != nil {
@@ -144,10 +148,15 @@ func NewSTUNServer(cfg STUNConfig) (*STUNServer, error) {
 		ap := c.LocalAddr().(*net.UDPAddr).AddrPort()
 		s.layout.addrs[i] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
+	s.listenTCP()
 	for i, c := range s.conns {
 		if c != nil {
 			s.wg.Add(1)
 			go s.serve(i)
+		}
+		if s.tcp[i] != nil {
+			s.wg.Add(1)
+			go s.serveTCP(i)
 		}
 	}
 	primary, other := s.Addrs()
@@ -351,6 +360,11 @@ func (s *STUNServer) closeConns() {
 	for _, c := range s.conns {
 		if c != nil {
 			_ = c.Close()
+		}
+	}
+	for _, ln := range s.tcp {
+		if ln != nil {
+			_ = ln.Close()
 		}
 	}
 }
