@@ -58,15 +58,16 @@
 // Veths carry GSO super-frames (up to 64 KiB standing for many TCP
 // segments) and the emulator passes them through whole, counting for the
 // rate the segments they stand for: that is what lets it carry Gbit/s,
-// since each frame costs it two syscalls and a wake-up. Loss needs single
-// packets, though, or it would drop a burst of segments at once: in a
-// direction with Loss, the sending end of the link (the host's or router's
-// interface for Up, the bridge port for Down) gets gso_max_segs 1, so that
-// the kernel segments before the emulator. Measured on a 2-core VM
-// (BenchmarkLinkem): one TCP flow through an emulated but unshaped link
-// reaches about 560 MB/s at 70 % of a core; through a 1 Gbit/s link, the
-// full rate (119 MB/s of payload) at 35 %; with single packets the ceiling
-// is about 19 MB/s (150 Mbit/s) at a full core.
+// since each frame costs syscalls and wake-ups. Loss needs single packets,
+// though, or it would drop a burst of segments at once: in a direction with
+// Loss, the sending end of the link (the host's or router's interface for
+// Up, the bridge port for Down) gets gso_max_segs 1, so that the kernel
+// segments before the emulator. Measured with BenchmarkLinkem on a 2-core
+// VM, one TCP flow: a plain veth 950 MB/s; an emulated but unshaped link
+// 535 MB/s, the emulator at 66 % of a core; a 1 Gbit/s link its full rate,
+// 119 MB/s of payload, at 30 %; with single packets (a link with loss) 20
+// MB/s at 69 %, where a plain veth with single packets reaches 29 MB/s on
+// the same VM: the per-packet cost is mostly the kernel's.
 //
 // The emulator is built once per process (`go build`, never with -race: it
 // is a separate process and the race detector would only slow it) and runs

@@ -491,6 +491,9 @@ func BenchmarkLinkem(b *testing.B) {
 		{"emulated-unshaped", emulatedLink()},
 		{"shaped-1gbit", ShapeLink(SymmetricLink(Direction{RateMbit: 1000}))},
 		{"shaped-1gbit-10ms", ShapeLink(SymmetricLink(Direction{RateMbit: 1000, Delay: ms(5)}))},
+		// Loss makes the kernel hand over single packets (no GSO): the
+		// emulator's per-packet ceiling.
+		{"shaped-1gbit-loss-0.01pct", ShapeLink(SymmetricLink(Direction{RateMbit: 1000, Loss: 0.01}))},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			l := New(b)

@@ -31,21 +31,26 @@
 //
 // # Mechanics
 //
-// Each interface has an AF_PACKET socket (ETH_P_ALL, PACKET_IGNORE_OUTGOING
-// so the emulator does not read back what it writes) with PACKET_VNET_HDR:
-// veths pass frames with a partial checksum and GSO super-frames of up to
-// 64 KiB, and the virtio header carries both through intact, so the emulator
-// neither computes checksums nor segments. A reader goroutine per direction
-// applies the model and hands the frame, stamped with its release time, to
-// that direction's delay-line goroutine over a buffered channel (the FIFO);
-// the delay line sleeps only when the frame at its head is not due yet, with
-// nanosleep on a thread whose timer slack is 1 µs (Go timers round to
-// milliseconds), and then writes every frame that is due without sleeping
-// again. A full delay line (maxInFlight frames) drops the frame.
+// Each interface has a non-blocking AF_PACKET socket (ETH_P_ALL,
+// PACKET_IGNORE_OUTGOING so the emulator does not read back what it
+// writes) with PACKET_VNET_HDR: veths pass frames with a partial checksum
+// and GSO super-frames of up to 64 KiB, and the virtio header carries both
+// through intact, so the emulator neither computes checksums nor segments.
+//
+// One OS thread runs an epoll loop over both sockets and a timerfd: it
+// reads every frame that has arrived (recvmmsg, up to batch at a time),
+// applies the model and appends it to its direction's delay line, writes
+// every frame whose release time has come (sendmmsg), and arms the timerfd,
+// on an absolute CLOCK_MONOTONIC time, for the next release. So a wake-up
+// releases all that is due, timing has the kernel's hrtimer precision
+// (microseconds, where Go timers round to a millisecond), and no frame
+// crosses threads: on a VM, a thread wake-up costs more than the syscalls
+// that move a frame. A full delay line (maxInFlight frames) drops the frame.
 //
 // It prints "ready" once both sockets are bound, and on SIGTERM or SIGINT one
-// line of counters ("stats {json}") and exits 0. A socket error is fatal
-// (exit 1, reason on stderr).
+// line of counters ("stats {json}", late_mean_us and late_max_us being how
+// long after their release time frames were written) and exits 0. A socket
+// error is fatal (exit 1, reason on stderr).
 package main
 
 import (
@@ -58,12 +63,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,10 +82,12 @@ const (
 	// maxInFlight bounds the frames held by one direction's delay line:
 	// 1 Gbit/s of full-size frames for 500 ms is about 41,000.
 	maxInFlight = 65536
-	// smallBuf is the buffer class for frames that are not GSO.
+	// smallBuf is the buffer size for frames that are not GSO.
 	smallBuf = 2048
+	// batch is how many frames one recvmmsg or sendmmsg moves at most.
+	batch = 64
 	// sockBuf is each socket's receive and send buffer, so that a burst
-	// arriving while the reader is descheduled is not lost in the kernel.
+	// arriving while the loop is busy is not lost in the kernel.
 	sockBuf = 16 << 20
 )
 
@@ -129,101 +137,123 @@ func parseSpec(s string) (spec, error) {
 }
 
 type packet struct {
-	buf     *[]byte
-	n       int
-	release int64 // ns on the monotonic clock since start
+	buf     []byte // frame with its virtio header
+	release int64  // ns on the monotonic clock since start
 }
 
-// stats are one direction's counters.
+// stats are one direction's counters, read by main when it stops.
 type stats struct {
-	Rx         atomic.Uint64 `json:"rx"`          // frames read
-	Lost       atomic.Uint64 `json:"lost"`        // dropped by the loss model
-	QueueDrops atomic.Uint64 `json:"queue_drops"` // dropped because the queue was full
-	LineDrops  atomic.Uint64 `json:"line_drops"`  // dropped because the delay line was full
-	Tx         atomic.Uint64 `json:"tx"`          // frames written
-	TxErrors   atomic.Uint64 `json:"tx_errors"`   // writes that failed (ENOBUFS and the like)
-	Late       atomic.Uint64 `json:"late"`        // frames written more than 1 ms after their release time
+	rx, lost, queueDrops, lineDrops, tx, txErrors, late atomic.Uint64
+	lateSum, lateMax                                    atomic.Int64 // ns
 }
 
 func (s *stats) MarshalJSON() ([]byte, error) {
-	return json.Marshal(map[string]uint64{
-		"rx": s.Rx.Load(), "lost": s.Lost.Load(), "queue_drops": s.QueueDrops.Load(),
-		"line_drops": s.LineDrops.Load(), "tx": s.Tx.Load(), "tx_errors": s.TxErrors.Load(), "late": s.Late.Load(),
+	tx := max(s.tx.Load()+s.txErrors.Load(), 1)
+	return json.Marshal(map[string]any{
+		"rx":           s.rx.Load(),         // frames read
+		"lost":         s.lost.Load(),       // dropped by the loss model
+		"queue_drops":  s.queueDrops.Load(), // dropped because the queue was full
+		"line_drops":   s.lineDrops.Load(),  // dropped because the delay line was full
+		"tx":           s.tx.Load(),         // frames written
+		"tx_errors":    s.txErrors.Load(),   // writes the kernel refused (ENOBUFS and the like)
+		"late":         s.late.Load(),       // frames written more than 1 ms after their release time
+		"late_mean_us": s.lateSum.Load() / int64(tx) / 1000,
+		"late_max_us":  s.lateMax.Load() / 1000,
 	})
 }
 
 var start = time.Now()
 
+// mono is the time since start on Go's monotonic clock, which is
+// CLOCK_MONOTONIC read through the vDSO (no syscall).
 func mono() int64 { return int64(time.Since(start)) }
 
-var (
-	smallPool = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
-	bigPool   = sync.Pool{New: func() any { b := make([]byte, maxFrame); return &b }}
-)
-
-func putBuf(b *[]byte) {
-	if cap(*b) == smallBuf {
-		smallPool.Put(b)
-	} else {
-		bigPool.Put(b)
-	}
-}
-
-// direction moves frames from in to out; its reader owns the model state
-// (rng, lastDepart, lastRelease).
+// direction moves frames from in to out. The loop's thread owns everything
+// but st.
 type direction struct {
 	sp      spec
-	in, out syscall.RawConn // non-blocking AF_PACKET sockets in Go's poller
-	line    chan packet
+	in, out int
 	rng     *rand.Rand
 	st      stats
 
 	lastDepart, lastRelease int64
+	line                    []packet // the delay line, a FIFO from head
+	head                    int
+
+	// recvmmsg slots: each has a maxFrame buffer; a frame that is kept
+	// is copied to a right-sized one, so the slots are reused.
+	rbufs [batch][]byte
+	riov  [batch]unix.Iovec
+	rmsgs [batch]unix.Mmsghdr
+	siov  [batch]unix.Iovec
+	smsgs [batch]unix.Mmsghdr
+	free  [][]byte // small buffers to reuse
 }
 
-// read is the direction's reader: it applies loss and the bottleneck and
-// feeds the delay line. The socket is non-blocking and waits in Go's
-// poller, so that a quiet direction holds no thread; each wake-up takes
-// every frame that has arrived. It returns on a socket error.
-func (d *direction) read() error {
-	scratch := make([]byte, maxFrame)
-	var rerr error
-	err := d.in.Read(func(fd uintptr) bool {
-		for {
-			n, err := unix.Read(int(fd), scratch)
-			switch {
-			case errors.Is(err, unix.EAGAIN):
-				return false // wait for more
-			case errors.Is(err, unix.EINTR):
-				continue
-			case err != nil:
-				rerr = fmt.Errorf("read: %w", err)
-				return true
-			}
-			d.frame(scratch[:n])
+func newDirection(sp spec, in, out int, rng *rand.Rand) *direction {
+	d := &direction{sp: sp, in: in, out: out, rng: rng}
+	for i := range d.rbufs {
+		d.rbufs[i] = make([]byte, maxFrame)
+		d.riov[i].Base = &d.rbufs[i][0]
+		d.riov[i].SetLen(maxFrame)
+		d.rmsgs[i].Hdr.Iov = &d.riov[i]
+		d.rmsgs[i].Hdr.SetIovlen(1)
+		d.smsgs[i].Hdr.Iov = &d.siov[i]
+		d.smsgs[i].Hdr.SetIovlen(1)
+	}
+	return d
+}
+
+func mmsg(trap uintptr, fd int, msgs []unix.Mmsghdr) (int, error) {
+	n, _, errno := unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// readAll takes in up to rounds batches of frames that have arrived; the
+// epoll loop comes back if more are waiting (it is level-triggered).
+func (d *direction) readAll(rounds int) error {
+	for r := 0; r < rounds; r++ {
+		n, err := mmsg(unix.SYS_RECVMMSG, d.in, d.rmsgs[:])
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return fmt.Errorf("recvmmsg: %w", err)
 		}
-	})
-	return errors.Join(err, rerr)
+		now := mono()
+		for i := 0; i < n; i++ {
+			d.frame(i, int(d.rmsgs[i].Len), now)
+		}
+		if n < batch {
+			return nil
+		}
+	}
+	return nil
 }
 
-// frame applies the model to one frame just read (with its virtio header).
-func (d *direction) frame(f []byte) {
+// frame applies the model to the frame in slot i (with its virtio header).
+func (d *direction) frame(i, n int, now int64) {
+	f := d.rbufs[i][:n]
 	if len(f) < vnetHdrLen+14 {
 		return
 	}
-	d.st.Rx.Add(1)
+	d.st.rx.Add(1)
 	if d.sp.loss > 0 && d.rng.Float64()*100 < d.sp.loss {
-		d.st.Lost.Add(1)
+		d.st.lost.Add(1)
 		return
 	}
-	now := mono()
 	depart := now
 	if d.sp.rate > 0 {
 		wire := wireBytes(f)
 		begin := max(now, d.lastDepart)
 		backlog := float64(begin-now) * d.sp.rate / 1e9
 		if d.sp.queue > 0 && begin > now && backlog+float64(wire) > float64(d.sp.queue) {
-			d.st.QueueDrops.Add(1)
+			d.st.queueDrops.Add(1)
 			return
 		}
 		depart = begin + int64(float64(wire)*1e9/d.sp.rate)
@@ -237,73 +267,150 @@ func (d *direction) frame(f []byte) {
 	release = max(release, d.lastRelease)
 	d.lastRelease = release
 
-	var b *[]byte
-	if len(f) <= smallBuf {
-		b = smallPool.Get().(*[]byte)
+	if len(d.line)-d.head >= maxInFlight {
+		d.st.lineDrops.Add(1)
+		return
+	}
+	var b []byte
+	if n <= smallBuf {
+		if k := len(d.free); k > 0 {
+			b, d.free = d.free[k-1][:n], d.free[:k-1]
+		} else {
+			b = make([]byte, n, smallBuf)
+		}
+		copy(b, f)
 	} else {
-		b = bigPool.Get().(*[]byte)
+		// Hand the slot's buffer over and give the slot a new one.
+		b = f
+		d.rbufs[i] = make([]byte, maxFrame)
+		d.riov[i].Base = &d.rbufs[i][0]
 	}
-	copy(*b, f)
-	select {
-	case d.line <- packet{buf: b, n: len(f), release: release}:
-	default:
-		d.st.LineDrops.Add(1)
-		putBuf(b)
+	if d.head > 0 && d.head == len(d.line) {
+		d.line, d.head = d.line[:0], 0
+	} else if d.head > 4096 && d.head > len(d.line)/2 {
+		d.line, d.head = append(d.line[:0], d.line[d.head:]...), 0
 	}
+	d.line = append(d.line, packet{buf: b, release: release})
 }
 
-// deliver is the direction's delay line: it writes each frame at its
-// release time. When the frame at the head is not due it arms a timerfd
-// and waits for it in Go's poller: that wakes within microseconds, where Go
-// timers round to a millisecond, and holds no thread meanwhile. Frames that
-// are due are written one after the other without waiting again. It
-// returns on a fatal socket error.
-func (d *direction) deliver() error {
+// flush writes every frame due by now and returns the release time of the
+// next one (or -1 if the line is empty).
+func (d *direction) flush(now int64) (int64, error) {
+	for d.head < len(d.line) && d.line[d.head].release <= now {
+		k := 0
+		for ; k < batch && d.head+k < len(d.line) && d.line[d.head+k].release <= now; k++ {
+			p := &d.line[d.head+k]
+			d.siov[k].Base = &p.buf[0]
+			d.siov[k].SetLen(len(p.buf))
+		}
+		n, err := mmsg(unix.SYS_SENDMMSG, d.out, d.smsgs[:k])
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.EAGAIN), errors.Is(err, unix.ENETDOWN),
+			errors.Is(err, unix.EMSGSIZE), errors.Is(err, unix.EINVAL):
+			// The first frame was refused: a frame lost on the wire,
+			// not a reason to stop the link.
+			d.st.txErrors.Add(1)
+			n = 1
+		case err != nil:
+			return 0, fmt.Errorf("sendmmsg: %w", err)
+		default:
+			d.st.tx.Add(uint64(n))
+		}
+		for i := 0; i < n; i++ {
+			p := &d.line[d.head]
+			late := now - p.release
+			d.st.lateSum.Add(late)
+			if late > d.st.lateMax.Load() {
+				d.st.lateMax.Store(late)
+			}
+			if late > int64(time.Millisecond) {
+				d.st.late.Add(1)
+			}
+			if cap(p.buf) == smallBuf {
+				d.free = append(d.free, p.buf)
+			}
+			*p = packet{}
+			d.head++
+		}
+	}
+	if d.head < len(d.line) {
+		return d.line[d.head].release, nil
+	}
+	return -1, nil
+}
+
+// loop is the emulator: it returns only on a fatal error.
+func loop(dirs [2]*direction) error {
+	runtime.LockOSThread()
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll: %w", err)
+	}
 	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("timerfd: %w", err)
 	}
-	timer, err := os.NewFile(uintptr(tfd), "timerfd").SyscallConn()
-	if err != nil {
+	// base maps mono() onto CLOCK_MONOTONIC for absolute timer expiries.
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return err
 	}
-	var expirations [8]byte
-	for p := range d.line {
-		if wait := p.release - mono(); wait > 0 {
-			spec := unix.ItimerSpec{Value: unix.NsecToTimespec(wait)}
-			if err := unix.TimerfdSettime(tfd, 0, &spec, nil); err != nil {
-				return fmt.Errorf("timerfd: %w", err)
-			}
-			if err := timer.Read(func(fd uintptr) bool {
-				_, err := unix.Read(int(fd), expirations[:])
-				return !errors.Is(err, unix.EAGAIN)
-			}); err != nil {
-				return fmt.Errorf("timerfd: %w", err)
-			}
-		} else if wait < -int64(time.Millisecond) {
-			d.st.Late.Add(1)
-		}
-		var werr error
-		err := d.out.Write(func(fd uintptr) bool {
-			_, werr = unix.Write(int(fd), (*p.buf)[:p.n])
-			return !errors.Is(werr, unix.EAGAIN)
-		})
-		putBuf(p.buf)
-		switch {
-		case err != nil:
-			return fmt.Errorf("write: %w", err)
-		case werr == nil:
-			d.st.Tx.Add(1)
-		case errors.Is(werr, unix.ENOBUFS), errors.Is(werr, unix.ENETDOWN),
-			errors.Is(werr, unix.EMSGSIZE), errors.Is(werr, unix.EINVAL):
-			// A frame the kernel will not take is a frame lost on
-			// the wire, not a reason to stop the link.
-			d.st.TxErrors.Add(1)
-		default:
-			return fmt.Errorf("write: %w", werr)
+	base := ts.Nano() - mono()
+	for _, fd := range []int{dirs[0].in, dirs[1].in, tfd} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			return fmt.Errorf("epoll_ctl: %w", err)
 		}
 	}
-	return nil
+	var (
+		events [4]unix.EpollEvent
+		armed  int64 = -1
+		buf    [8]byte
+	)
+	for {
+		n, err := unix.EpollWait(epfd, events[:], -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		for _, ev := range events[:n] {
+			switch int(ev.Fd) {
+			case tfd:
+				_, _ = unix.Read(tfd, buf[:])
+				armed = -1
+			default:
+				for _, d := range dirs {
+					if int(ev.Fd) == d.in {
+						if err := d.readAll(4); err != nil {
+							return err
+						}
+					}
+				}
+			}
+		}
+		next := int64(-1)
+		now := mono()
+		for _, d := range dirs {
+			t, err := d.flush(now)
+			if err != nil {
+				return err
+			}
+			if t >= 0 && (next < 0 || t < next) {
+				next = t
+			}
+		}
+		if next >= 0 && next != armed {
+			spec := unix.ItimerSpec{Value: unix.NsecToTimespec(base + next)}
+			if err := unix.TimerfdSettime(tfd, unix.TFD_TIMER_ABSTIME, &spec, nil); err != nil {
+				return fmt.Errorf("timerfd: %w", err)
+			}
+			armed = next
+		}
+	}
 }
 
 // wireBytes is the size the frame (after its virtio header) occupies on an
@@ -371,16 +478,16 @@ func headerLen(f []byte) int {
 // openSocket returns a non-blocking AF_PACKET socket bound to ifname that
 // reads every frame the interface receives (not those it sends) with a
 // virtio header.
-func openSocket(ifname string) (syscall.RawConn, error) {
+func openSocket(ifname string) (int, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
 	// Protocol 0 receives nothing until bind names the interface, so no
 	// frame of another interface slips in between.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
+		return -1, fmt.Errorf("socket: %w", err)
 	}
 	opts := []struct {
 		level, opt, val int
@@ -394,16 +501,15 @@ func openSocket(ifname string) (syscall.RawConn, error) {
 	for _, o := range opts {
 		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.val); err != nil {
 			unix.Close(fd)
-			return nil, fmt.Errorf("%s on %s: %w", o.name, ifname, err)
+			return -1, fmt.Errorf("%s on %s: %w", o.name, ifname, err)
 		}
 	}
 	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("bind %s: %w", ifname, err)
+		return -1, fmt.Errorf("bind %s: %w", ifname, err)
 	}
-	// os.NewFile registers a non-blocking descriptor with the poller.
-	return os.NewFile(uintptr(fd), ifname).SyscallConn()
+	return fd, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -438,26 +544,23 @@ func run(a, b, upSpec, downSpec string, seed uint64) error {
 	if err != nil {
 		return err
 	}
-	dirs := map[string]*direction{
-		"up":   {sp: up, in: fa, out: fb, line: make(chan packet, maxInFlight), rng: rand.New(rand.NewPCG(seed, 1))},
-		"down": {sp: down, in: fb, out: fa, line: make(chan packet, maxInFlight), rng: rand.New(rand.NewPCG(seed, 2))},
+	dirs := [2]*direction{
+		newDirection(up, fa, fb, rand.New(rand.NewPCG(seed, 1))),
+		newDirection(down, fb, fa, rand.New(rand.NewPCG(seed, 2))),
 	}
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
-	errc := make(chan error, 4)
-	// The goroutines end with the process: their blocking reads have no
-	// other way out, and the process exits right after the stats line.
-	for name, d := range dirs {
-		go func() { errc <- fmt.Errorf("%s: %w", name, d.read()) }()
-		go func() { errc <- fmt.Errorf("%s: %w", name, d.deliver()) }()
-	}
+	errc := make(chan error, 1)
+	// The loop ends with the process: it has no other way out, and the
+	// process exits right after the stats line.
+	go func() { errc <- loop(dirs) }()
 	fmt.Println("ready")
 	select {
 	case <-sigc:
 	case err := <-errc:
 		return err
 	}
-	out, _ := json.Marshal(map[string]*stats{"up": &dirs["up"].st, "down": &dirs["down"].st})
+	out, _ := json.Marshal(map[string]*stats{"up": &dirs[0].st, "down": &dirs[1].st})
 	fmt.Printf("stats %s\n", out)
 	return nil
 }
