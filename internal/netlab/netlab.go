@@ -34,7 +34,9 @@
 //
 // Root, iproute2 (`ip`) and nftables (`nft`). Without them New skips the
 // test, except under CI=true, where it fails: CI installs them, so their
-// absence there is a broken CI, not a reason to test less.
+// absence there is a broken CI, not a reason to test less. Shaped links
+// (see below) also need the go command and this module's source, from which
+// netlab builds its link emulator: both are there wherever its tests run.
 //
 // # Link shaping
 //
