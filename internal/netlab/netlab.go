@@ -354,7 +354,7 @@ func (l *Lab) Close() error {
 			stats, err := e.stop()
 			reports = append(reports, err)
 			if stats != "" {
-				l.tb.Logf("netlab: link emulator %s: %s", e.name, stats)
+				l.tb.Logf("netlab: link emulator %s (-seed %d): %s", e.name, e.seed, stats)
 			}
 		}
 		// Kill everywhere first, so no process can keep talking across a

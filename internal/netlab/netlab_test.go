@@ -39,6 +39,11 @@ func TestMain(m *testing.M) {
 	if probeDir != "" {
 		os.RemoveAll(probeDir)
 	}
+	// The link emulator's binary, if a lab built one; sweepBinaries would
+	// remove it later anyway.
+	if linkemBuild.path != "" {
+		os.RemoveAll(filepath.Dir(linkemBuild.path))
+	}
 	os.Exit(code)
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -149,8 +150,7 @@ func emulatedLink() HostOption { return func(c *hostConfig) { c.shape.emulate = 
 // emulator is one running linkem.
 type emulator struct {
 	name string // the namespace suffix, for messages
-	ns   string
-	link Link
+	seed uint64 // of its loss and jitter, to replay a run
 	cmd  *exec.Cmd
 
 	stderr bytes.Buffer // written by exec until Wait returns
@@ -189,9 +189,9 @@ func (l *Lab) shapeLocked(ns, ifname, port, name string, sh shaping) {
 	}
 	l.mustIP("-n", l.pubNS, "link", "set", port, "master", "br0", "up")
 
-	e := &emulator{name: name, ns: shNS, link: sh.link, ready: make(chan struct{}), done: make(chan struct{})}
+	e := &emulator{name: name, seed: rand.Uint64(), ready: make(chan struct{}), done: make(chan struct{})}
 	e.cmd = exec.Command(l.ipPath, "netns", "exec", shNS, bin, "-a", "a", "-b", "b",
-		"-up", sh.link.spec(sh.link.Up), "-down", sh.link.spec(sh.link.Down), "-seed", strconv.FormatUint(rand.Uint64(), 10))
+		"-up", sh.link.spec(sh.link.Up), "-down", sh.link.spec(sh.link.Down), "-seed", strconv.FormatUint(e.seed, 10))
 	e.cmd.Stderr = &e.stderr
 	e.cmd.WaitDelay = time.Second
 	out, err := e.cmd.StdoutPipe()
@@ -214,7 +214,7 @@ func (l *Lab) shapeLocked(ns, ifname, port, name string, sh shaping) {
 }
 
 // wait reads e's output until it exits; it owns e.lines and e.err.
-func (e *emulator) wait(out interface{ Read([]byte) (int, error) }) {
+func (e *emulator) wait(out io.Reader) {
 	sc := bufio.NewScanner(out)
 	ready := false
 	for sc.Scan() {
@@ -288,11 +288,24 @@ func linkemBinary() (string, error) {
 		path := filepath.Join(dir, "linkem")
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		// No -race: the emulator is a process of its own, and the race
-		// detector would only make it slower.
-		out, err := exec.CommandContext(ctx, goTool, "build", "-o", path, "github.com/p2pnode/p2pnode/internal/netlab/linkem").CombinedOutput()
+		// No -race, not even from GOFLAGS: the emulator is a process of
+		// its own, and the race detector would only make it slower.
+		cmd := exec.CommandContext(ctx, goTool, "build", "-o", path, "github.com/p2pnode/p2pnode/internal/netlab/linkem")
+		for _, kv := range os.Environ() {
+			if v, ok := strings.CutPrefix(kv, "GOFLAGS="); ok {
+				var keep []string
+				for _, f := range strings.Fields(v) {
+					if f != "-race" && f != "--race" {
+						keep = append(keep, f)
+					}
+				}
+				kv = "GOFLAGS=" + strings.Join(keep, " ")
+			}
+			cmd.Env = append(cmd.Env, kv)
+		}
+		out, err := cmd.CombinedOutput()
 		if err != nil {
-			linkemBuild.err = fmt.Errorf("go build link emulator: %v: %s", err, bytes.TrimSpace(out))
+			linkemBuild.err = fmt.Errorf("go build link emulator (from this module's source, so run inside the module): %v: %s", err, bytes.TrimSpace(out))
 			return
 		}
 		linkemBuild.path = path
