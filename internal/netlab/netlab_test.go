@@ -39,6 +39,11 @@ func TestMain(m *testing.M) {
 	if probeDir != "" {
 		os.RemoveAll(probeDir)
 	}
+	// The link emulator's binary, if a lab built one; sweepBinaries would
+	// remove it later anyway.
+	if linkemBuild.path != "" {
+		os.RemoveAll(filepath.Dir(linkemBuild.path))
+	}
 	os.Exit(code)
 }
 
@@ -472,6 +477,14 @@ func TestTeardown(t *testing.T) {
 		id = l.ID()
 		h := l.AddPublicHost("a")
 		l.AddSite("x", NATFullCone).AddHost("b")
+		// Shaped links: their emulators must go too.
+		shape := SymmetricLink(Direction{Delay: time.Millisecond, RateMbit: 10})
+		l.AddPublicHost("c", ShapeLink(shape))
+		l.AddSite("z", NATSymmetric, ShapeWAN(shape)).AddHost("d")
+		l.AddSite("n", NATNone, ShapeWAN(shape)).AddHost("e")
+		if n := len(emulatorProcs(t)); n < 3 {
+			t.Errorf("%d link emulators running, want at least 3", n)
+		}
 		// Left running on purpose: teardown must kill it.
 		cmd = h.Command(context.Background(), "sleep", "300")
 		if err := cmd.Start(); err != nil {
@@ -490,6 +503,9 @@ func TestTeardown(t *testing.T) {
 		return
 	}
 	assertGone(t, id)
+	if pids := emulatorProcs(t); len(pids) > 0 {
+		t.Errorf("link emulators %v survived teardown", pids)
+	}
 	if cmd != nil {
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()

@@ -56,6 +56,7 @@ type Site struct {
 	wanIP    net.IP     // router's public address; nil for NATNone
 	lan      *net.IPNet // nil for NATNone
 	nextHost int        // last octet of the next host's LAN address
+	shape    shaping    // of the WAN link (NATNone: of each host's link)
 }
 
 // SiteOption changes how AddSite builds a site.
@@ -84,6 +85,9 @@ func (l *Lab) AddSite(name string, nat NAT, opts ...SiteOption) *Site {
 	for _, o := range opts {
 		o(s)
 	}
+	if err := s.shape.link.validate(); err != nil {
+		l.tb.Fatalf("netlab: site %q: ShapeWAN: %v", name, err)
+	}
 	switch nat {
 	case NATNone:
 		if s.Reject || s.BlockUDP {
@@ -107,7 +111,7 @@ func (l *Lab) AddSite(name string, nat NAT, opts ...SiteOption) *Site {
 	gw := net.IPv4(first, k, 0, 1).To4()
 
 	s.routerNS = l.newNS("r-" + name)
-	s.wanIP = l.attachPublic(s.routerNS, "wan")
+	s.wanIP = l.attachPublic(s.routerNS, "wan", "r-"+name, s.shape)
 	l.mustIP("-n", s.routerNS, "link", "add", "lan", "type", "bridge")
 	l.mustIP("-n", s.routerNS, "addr", "add", gw.String()+"/24", "dev", "lan")
 	l.mustIP("-n", s.routerNS, "link", "set", "lan", "up")
@@ -147,7 +151,7 @@ func (s *Site) AddHost(name string) *Host {
 	defer l.mu.Unlock()
 	l.reserve("host", name)
 	if s.NAT == NATNone {
-		return l.addPublicHostLocked(name, s)
+		return l.addPublicHostLocked(name, s, s.shape)
 	}
 	if s.nextHost > 254 {
 		l.tb.Fatalf("netlab: site %q is full", s.Name)
