@@ -16,6 +16,8 @@ import (
 // connections (the TCP half of `p2pnode nat`); CHANGE-REQUEST has no
 // meaning on a connection (RFC 5780 section 7.2), so a request with it gets
 // 420 Unknown Attribute, like on a server without an alternate address.
+// Unlike UDP it is not rate limited per source (the TCP handshake proves
+// the source address: nothing to reflect), only bounded in connections.
 const (
 	// stunTCPTimeout bounds one connection: a request and its answer.
 	stunTCPTimeout = 5 * time.Second
@@ -114,10 +116,8 @@ func (s *STUNServer) answerTCP(c *net.TCPConn, i int) {
 			return
 		}
 	}
-	if !s.limit.allow(src.Addr(), time.Now()) {
-		s.rateLimited.Add(1)
-		return
-	}
+	// No rate limit: the handshake proves the source, so an answer cannot
+	// be reflected to a spoofed address; stunTCPConns bounds the work.
 	if _, err := c.Write(resp.Raw); err != nil {
 		s.writeErrors.Add(1)
 		return

@@ -57,7 +57,8 @@ type Config struct {
 	// opened in the NAT cannot make the filtering look more open than it
 	// is.
 	Conn net.PacketConn
-	// RTO is the retransmission interval of a request; default 200 ms.
+	// RTO is the first retransmission interval of a request, doubled
+	// after each; default 250 ms.
 	RTO time.Duration
 	// Wait bounds one transaction; a filtering test reads a timeout as
 	// "filtered". Default 1.5 s: several RTOs, and more than an RTT to any
@@ -71,6 +72,7 @@ type Config struct {
 // Report is what the tests found. Its JSON form is `p2pnode nat --json`'s.
 type Report struct {
 	UDP UDPReport `json:"udp"`
+	TCP TCPReport `json:"tcp"`
 	// Servers lists each server asked and whether it answered.
 	Servers []ServerReport `json:"servers"`
 	// Meaning is one line on what the result means for p2pnode.
@@ -129,7 +131,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 
 func (c *Config) fill() {
 	if c.RTO <= 0 {
-		c.RTO = 200 * time.Millisecond
+		c.RTO = 250 * time.Millisecond
 	}
 	if c.Wait <= 0 {
 		c.Wait = 1500 * time.Millisecond
@@ -174,8 +176,9 @@ func (r *run) do(ctx context.Context) (Report, error) {
 			return r.rep, ctx.Err()
 		}
 		u.Classic = ClassicUDPBlocked
+		r.tcpMapping(ctx)
 		r.rep.Meaning = meaning(u)
-		return r.rep, nil
+		return r.rep, ctx.Err()
 	}
 	u.PublicAddress = r.first.mapped.String()
 	noNAT := isLocal(r.first.mapped, r.main)
@@ -186,8 +189,9 @@ func (r *run) do(ctx context.Context) (Report, error) {
 		}
 	}
 	u.Classic = classic(noNAT, u.Mapping, u.Filtering)
+	r.tcpMapping(ctx)
 	r.rep.Meaning = meaning(u)
-	return r.rep, nil
+	return r.rep, ctx.Err()
 }
 
 // testI asks each server in turn until one answers; it also picks the
@@ -398,16 +402,18 @@ func isLocal(mapped netip.AddrPort, conn net.PacketConn) bool {
 	if la.Addr() == mapped.Addr() {
 		return true
 	}
-	if !la.Addr().IsUnspecified() {
-		return false
-	}
+	return la.Addr().IsUnspecified() && isLocalIP(mapped.Addr())
+}
+
+// isLocalIP says whether ip is one of this host's addresses.
+func isLocalIP(ip netip.Addr) bool {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return false
 	}
 	for _, a := range addrs {
 		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == mapped.Addr() {
+			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip {
 				return true
 			}
 		}

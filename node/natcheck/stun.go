@@ -30,8 +30,10 @@ type binding struct {
 var errNoAnswer = errors.New("no answer")
 
 // transact sends a Binding request to server from conn and waits for its
-// answer, retransmitting every rto (RFC 5389 section 7.2.1 doubles the
-// interval; a fixed one keeps a NAT check short) until wait has passed. An
+// answer, retransmitting after rto, then after twice as long each time
+// (RFC 5389 section 7.2.1), until wait has passed: with the defaults three
+// sends, few enough that a server's per-source rate limit (a p2pnode
+// bootstrap node allows a burst of 20) is not what a filtering test sees. An
 // answer may come from another address than server (CHANGE-REQUEST): any
 // answer with the request's transaction ID counts. change is the
 // CHANGE-REQUEST flags, 0 for none.
@@ -56,6 +58,7 @@ func transact(ctx context.Context, conn net.PacketConn, server netip.AddrPort, c
 				return binding{}, fmt.Errorf("send to STUN server %s: %w", server, err)
 			}
 			next = time.Now().Add(rto)
+			rto *= 2
 		}
 		until := next
 		if deadline.Before(until) {

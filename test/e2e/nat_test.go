@@ -22,6 +22,10 @@ type natReport struct {
 		Classic        string   `json:"classic"`
 		NotRun         []string `json:"not_run"`
 	} `json:"udp"`
+	TCP struct {
+		Mapping string   `json:"mapping"`
+		NotRun  []string `json:"not_run"`
+	} `json:"tcp"`
 	Servers []struct {
 		Address  string `json:"address"`
 		Answered bool   `json:"answered"`
@@ -33,8 +37,8 @@ type natReport struct {
 const natRuns = 10
 
 // TestNATCheck: behind each kind of router of the lab, `p2pnode nat --json`
-// names the mapping, the filtering and the classic NAT type right, every
-// run, with the STUN server the bootstrap node runs and announces (on two
+// names the UDP mapping, the filtering and the classic NAT type, and the
+// TCP mapping, right every run, with the STUN server the bootstrap node runs and announces (on two
 // IP addresses, as RFC 5780 needs). The kinds run at once, each in a lab
 // of its own.
 func TestNATCheck(t *testing.T) {
@@ -44,14 +48,15 @@ func TestNATCheck(t *testing.T) {
 		opts               []netlab.SiteOption
 		mapping, filtering string
 		classic            string
+		tcpMapping         string
 	}{
-		{"none", netlab.NATNone, nil, "endpoint-independent", "endpoint-independent", "open internet"},
-		{"firewall", netlab.NATFirewall, nil, "endpoint-independent", "address-and-port-dependent", "symmetric UDP firewall"},
-		{"eim-eif", netlab.NATFullCone, nil, "endpoint-independent", "endpoint-independent", "full cone"},
-		{"eim-adf", netlab.NATRestricted, nil, "endpoint-independent", "address-dependent", "restricted cone"},
-		{"eim-apdf", netlab.NATPortRestricted, nil, "endpoint-independent", "address-and-port-dependent", "port-restricted cone"},
-		{"edm", netlab.NATSymmetric, nil, "address-and-port-dependent", "address-and-port-dependent", "symmetric"},
-		{"UDP blocked", netlab.NATPortRestricted, []netlab.SiteOption{netlab.BlockUDP()}, "unknown", "unknown", "UDP blocked"},
+		{"none", netlab.NATNone, nil, "endpoint-independent", "endpoint-independent", "open internet", "endpoint-independent"},
+		{"firewall", netlab.NATFirewall, nil, "endpoint-independent", "address-and-port-dependent", "symmetric UDP firewall", "endpoint-independent"},
+		{"eim-eif", netlab.NATFullCone, nil, "endpoint-independent", "endpoint-independent", "full cone", "endpoint-independent"},
+		{"eim-adf", netlab.NATRestricted, nil, "endpoint-independent", "address-dependent", "restricted cone", "endpoint-independent"},
+		{"eim-apdf", netlab.NATPortRestricted, nil, "endpoint-independent", "address-and-port-dependent", "port-restricted cone", "endpoint-independent"},
+		{"edm", netlab.NATSymmetric, nil, "address-and-port-dependent", "address-and-port-dependent", "symmetric", "address-and-port-dependent"},
+		{"UDP blocked", netlab.NATPortRestricted, []netlab.SiteOption{netlab.BlockUDP()}, "unknown", "unknown", "UDP blocked", "endpoint-independent"},
 	}
 	// Goroutines rather than t.Parallel: most of a check is waiting for an
 	// answer that a filter drops, and -parallel (GOMAXPROCS) would queue
@@ -89,6 +94,9 @@ func TestNATCheck(t *testing.T) {
 					if u.Mapping != c.mapping || u.Filtering != c.filtering || u.Classic != c.classic {
 						t.Errorf("run %d: mapping %s, filtering %s, classic %q; want %s, %s, %q (not run: %v)\n%s",
 							i, u.Mapping, u.Filtering, u.Classic, c.mapping, c.filtering, c.classic, u.NotRun, res.stdout)
+					}
+					if rep.TCP.Mapping != c.tcpMapping {
+						t.Errorf("run %d: TCP mapping %s, want %s (not run: %v)", i, rep.TCP.Mapping, c.tcpMapping, rep.TCP.NotRun)
 					}
 					if len(rep.Servers) == 0 || !strings.HasPrefix(rep.Servers[0].Address, boot.IP.String()+":") {
 						t.Errorf("run %d: servers %+v, want the bootstrap node's STUN server on %s first", i, rep.Servers, boot.IP)
