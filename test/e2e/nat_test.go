@@ -110,3 +110,41 @@ func TestNATCheck(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestNATThroughDaemon: a serving node behind a port-restricted cone NAT
+// tests its NAT by itself once joined (status --json shows it), and
+// `p2pnode nat` goes through it and tests from its QUIC port, 4001, which
+// the NAT keeps: that is the mapping hole punching uses. Status also says
+// that the bootstrap peer offers a relay.
+func TestNATThroughDaemon(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	ln := newLabNet(t, ctx, "default")
+	h := ln.lab.AddSite("s", netlab.NATPortRestricted).AddHost("srv")
+	srv, _ := ln.serveIn(t, ctx, h, newNode(t, ctx).id)
+
+	var st statusJSON
+	if !waitFor(30*time.Second, func() bool { st, _ = statusOf(t, ctx, srv); return st.NAT != nil }) {
+		t.Fatal("status --json has no NAT check 30 s after serve joined")
+	}
+	if st.NAT.UDP.Classic != "unknown" && st.NAT.UDP.Classic != "port-restricted cone" {
+		t.Errorf("the daemon's own NAT check says %q", st.NAT.UDP.Classic)
+	}
+	if len(st.BootstrapPeers) != 1 || st.BootstrapPeers[0].Relay != "yes" {
+		t.Errorf("status bootstrap peers %+v, want one that offers a relay", st.BootstrapPeers)
+	}
+	res := runIn(t, ctx, h.NS, "--home", srv.home, "nat", "--json")
+	if res.code != 0 {
+		t.Fatalf("p2pnode nat through the daemon: exit %d\n%s", res.code, res.stderr)
+	}
+	var rep natReport
+	if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil {
+		t.Fatalf("no JSON report (%v):\n%s", err, res.stdout)
+	}
+	want := h.Site.PublicIP().String() + ":4001"
+	if rep.UDP.PublicAddress != want {
+		t.Errorf("public address %q, want %s: the daemon's QUIC port behind the NAT", rep.UDP.PublicAddress, want)
+	}
+	if !strings.Contains(res.stderr, "through the p2pnode daemon") {
+		t.Errorf("nat did not go through the daemon; its log:\n%s", res.stderr)
+	}
+}

@@ -29,7 +29,9 @@ type statusJSON struct {
 	BootstrapPeers []struct {
 		Peer      string `json:"peer"`
 		Connected bool   `json:"connected"`
+		Relay     string `json:"relay"`
 	} `json:"bootstrap_peers"`
+	NAT *natReport `json:"nat"`
 	Connections []struct {
 		Peer       string  `json:"peer"`
 		RemoteAddr string  `json:"remote_addr"`
