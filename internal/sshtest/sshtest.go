@@ -49,6 +49,36 @@ type Server struct {
 // ends. It fails or skips t if sshd cannot be started; see the package doc.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// Options place sshd somewhere else than this process's network: inside a
+// network namespace of a test lab, say.
+type Options struct {
+	// Wrap, if set, turns sshd's command into the one to start (for
+	// example `ip netns exec NS sshd ...`); it must exec sshd, so that
+	// signals reach it.
+	Wrap func(ctx context.Context, name string, args ...string) *exec.Cmd
+	// Dial, if set, connects to sshd's address from where sshd runs, to
+	// wait for its banner.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Port, if not 0, is the port to listen on (a fresh namespace has them
+	// all free); else a free one of this process's network.
+	Port int
+}
+
+// StartWith is Start with sshd placed as o says.
+func StartWith(t testing.TB, o Options) *Server {
+	t.Helper()
+	if o.Wrap == nil {
+		o.Wrap = exec.CommandContext
+	}
+	if o.Dial == nil {
+		o.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
 
 	sshd := findSSHD(t)
 	sshBin := lookPath(t, "ssh", "openssh-client")
@@ -80,10 +110,13 @@ func Start(t testing.TB) *Server {
 	// another process may take it before sshd binds it: retry a few times.
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		port := freePort(t)
+		port := o.Port
+		if port == 0 {
+			port = freePort(t)
+		}
 		config := filepath.Join(dir, "sshd_config")
 		writeConfig(t, config, port, hostKey, userKey+".pub", filepath.Join(dir, "sshd.pid"))
-		if lastErr = s.run(t, sshd, config, port); lastErr == nil {
+		if lastErr = s.run(t, o, sshd, config, port); lastErr == nil {
 			return s
 		}
 		t.Logf("sshtest: attempt %d: %v", attempt+1, lastErr)
@@ -117,13 +150,13 @@ func (s *Server) Log() string { return s.log.String() }
 
 // run starts sshd on port and waits until it answers with an SSH banner. On
 // error sshd is stopped again.
-func (s *Server) run(t testing.TB, sshd, config string, port int) error {
+func (s *Server) run(t testing.TB, o Options, sshd, config string, port int) error {
 	t.Helper()
 
 	// Start's caller owns the lifetime; the context only makes sure the
 	// process is killed if something below panics or the test is aborted.
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, sshd, "-D", "-e", "-f", config)
+	cmd := o.Wrap(ctx, sshd, "-D", "-e", "-f", config)
 	cmd.Stdout = s.log
 	cmd.Stderr = s.log
 	// Own process group, so that stopping kills the per-connection sshd
@@ -144,7 +177,7 @@ func (s *Server) run(t testing.TB, sshd, config string, port int) error {
 	}
 
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := waitBanner(addr, exited, startTimeout); err != nil {
+	if err := waitBanner(o.Dial, addr, exited, startTimeout); err != nil {
 		stop()
 		if waitErr != nil {
 			err = fmt.Errorf("%v (sshd: %v)", err, waitErr)
@@ -164,7 +197,7 @@ func (s *Server) run(t testing.TB, sshd, config string, port int) error {
 
 // waitBanner polls addr until something there sends an SSH identification
 // line, so that the port is known to be this sshd's and not a stranger's.
-func waitBanner(addr string, exited <-chan struct{}, timeout time.Duration) error {
+func waitBanner(dial func(context.Context, string) (net.Conn, error), addr string, exited <-chan struct{}, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -178,7 +211,7 @@ func waitBanner(addr string, exited <-chan struct{}, timeout time.Duration) erro
 		if time.Now().After(deadline) {
 			return fmt.Errorf("sshd not answering on %s after %v: %v", addr, timeout, lastErr)
 		}
-		if lastErr = readBanner(addr, deadline); lastErr == nil {
+		if lastErr = readBanner(dial, addr, deadline); lastErr == nil {
 			return nil
 		}
 		select {
@@ -189,8 +222,10 @@ func waitBanner(addr string, exited <-chan struct{}, timeout time.Duration) erro
 	}
 }
 
-func readBanner(addr string, deadline time.Time) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+func readBanner(dial func(context.Context, string) (net.Conn, error), addr string, deadline time.Time) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := dial(ctx, addr)
 	if err != nil {
 		return err
 	}

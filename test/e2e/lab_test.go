@@ -52,14 +52,50 @@ type labNet struct {
 	bootProc  *e2etest.Proc
 	bootNode  node
 	transport string
+	wan       wanShape
+}
+
+// wanShape is the lab's internet at a real round-trip time: two sites are
+// rtt apart, and about loss % of the packets between them are lost each
+// way. The relay is farther: each site's link adds rtt/4 each way, the
+// bootstrap host's 3·rtt/8, so a site is 1.25·rtt from the relay and the
+// relayed path between two sites is 2.5·rtt, longer than the direct one as
+// on the internet. The zero value is the lab's plain 0.1 ms links.
+type wanShape struct {
+	rtt  time.Duration
+	loss float64 // percent, each way, split over the two sites' links
+}
+
+// site is the link of a site's router (or host) to the public segment.
+func (w wanShape) site() netlab.Link {
+	return netlab.SymmetricLink(netlab.Direction{Delay: w.rtt / 4, Loss: w.loss / 2})
+}
+
+// siteOpts are the AddSite options a site of this lab gets.
+func (ln *labNet) siteOpts(opts ...netlab.SiteOption) []netlab.SiteOption {
+	if ln.wan != (wanShape{}) {
+		opts = append(opts, netlab.ShapeWAN(ln.wan.site()))
+	}
+	return opts
 }
 
 // newLabNet builds a lab and starts `p2pnode bootstrap` on a public host,
 // with extra flags.
 func newLabNet(t *testing.T, ctx context.Context, transport string, extra ...string) *labNet {
 	t.Helper()
+	return newWANLabNet(t, ctx, transport, wanShape{}, extra...)
+}
+
+// newWANLabNet is newLabNet with the links shaped as wan says; sites must
+// be added with ln.siteOpts.
+func newWANLabNet(t *testing.T, ctx context.Context, transport string, wan wanShape, extra ...string) *labNet {
+	t.Helper()
 	lab := netlab.New(t)
-	ln := &labNet{lab: lab, boot: lab.AddPublicHost("boot"), transport: transport}
+	var bootOpts []netlab.HostOption
+	if wan != (wanShape{}) {
+		bootOpts = append(bootOpts, netlab.ShapeLink(netlab.SymmetricLink(netlab.Direction{Delay: wan.rtt * 3 / 8})))
+	}
+	ln := &labNet{lab: lab, boot: lab.AddPublicHost("boot", bootOpts...), transport: transport, wan: wan}
 	n := newNode(t, ctx)
 	args := append(append([]string{"--home", n.home, "bootstrap", noPortMap}, listenArgs("--listen", transport, false)...), extra...)
 	p := startIn(t, ctx, ln.boot.NS, "bootstrap", args...)
@@ -199,33 +235,42 @@ func TestNATTraversal(t *testing.T) {
 		// or an ICMP error (netlab.RejectInbound), which breaks TCP hole
 		// punching; with default transports the path must still be direct.
 		reject bool
+		wan    wanShape
 	}{
-		{"eim-apdf to eim-apdf over TCP", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp", false},
-		{"eim-apdf to eim-apdf over QUIC", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic", false},
-		{"eim-apdf to eim-apdf, default transports", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", false},
-		{"eim-apdf to eim-apdf rejecting, default transports", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", true},
-		{"eim-eif to eim-apdf", netlab.NATFullCone, netlab.NATPortRestricted, "tcp", false},
-		{"none to eim-apdf", netlab.NATNone, netlab.NATPortRestricted, "tcp", false},
-		{"firewall to eim-apdf", netlab.NATFirewall, netlab.NATPortRestricted, "tcp", false},
+		{"eim-apdf to eim-apdf over TCP", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp", false, wanShape{}},
+		{"eim-apdf to eim-apdf over QUIC", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic", false, wanShape{}},
+		{"eim-apdf to eim-apdf, default transports", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", false, wanShape{}},
+		{"eim-apdf to eim-apdf rejecting, default transports", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", true, wanShape{}},
+		// At an internet round trip, with loss: DCUtR's synchronisation and
+		// our waits must hold up (issue 10).
+		{"eim-apdf to eim-apdf over TCP, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp", false, wanShape{40 * time.Millisecond, 1}},
+		{"eim-apdf to eim-apdf over QUIC, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic", false, wanShape{40 * time.Millisecond, 1}},
+		{"eim-eif to eim-apdf", netlab.NATFullCone, netlab.NATPortRestricted, "tcp", false, wanShape{}},
+		{"none to eim-apdf", netlab.NATNone, netlab.NATPortRestricted, "tcp", false, wanShape{}},
+		{"firewall to eim-apdf", netlab.NATFirewall, netlab.NATPortRestricted, "tcp", false, wanShape{}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := testContext(t, 2*time.Minute)
-			ln := newLabNet(t, ctx, c.transport)
+			ln := newWANLabNet(t, ctx, c.transport, c.wan)
 			var opts []netlab.SiteOption
 			if c.reject {
 				opts = append(opts, netlab.RejectInbound())
 			}
-			srvHost := ln.lab.AddSite("s", c.server, opts...).AddHost("srv")
-			cliHost := ln.lab.AddSite("c", c.client, opts...).AddHost("cli")
+			srvHost := ln.lab.AddSite("s", c.server, ln.siteOpts(opts...)...).AddHost("srv")
+			cliHost := ln.lab.AddSite("c", c.client, ln.siteOpts(opts...)...).AddHost("cli")
 			client := newNode(t, ctx)
 			server, _ := ln.serveIn(t, ctx, srvHost, client.id)
 			fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
 
 			// 16 MiB each way through the relay would be over 64 MiB of
-			// traffic on its link (in and out, both directions).
-			const size = 16 << 20
-			if moved := ln.echoThrough(t, ctx, cliHost, addr, size); moved > 2<<20 {
+			// traffic on its link (in and out, both directions). At 1 %
+			// loss and 40 ms a TCP flow carries a few MB/s: 4 MiB then.
+			size := int64(16 << 20)
+			if c.wan.loss > 0 {
+				size = 4 << 20
+			}
+			if moved := ln.echoThrough(t, ctx, cliHost, addr, size); moved > min(2<<20, size/2) {
 				t.Errorf("the relay host moved %d bytes during a %d-byte echo: the data was relayed, not direct", moved, size)
 			}
 			if !strings.Contains(fwd.Stderr.String(), "path=direct") {

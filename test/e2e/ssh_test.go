@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/p2pnode/p2pnode/internal/netlab"
 	"github.com/p2pnode/p2pnode/internal/sshtest"
 )
 
@@ -37,7 +38,7 @@ func TestSSHThroughForward(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkSSH(t, ctx, sshd, sshd.ClientArgs("-p", port, "-o", "ConnectTimeout=60"), host)
+		checkSSH(t, ctx, exec.CommandContext, sshd, sshd.ClientArgs("-p", port, "-o", "ConnectTimeout=60"), host)
 	})
 
 	// As a user writes it: ssh's host is the peer ID, and the ProxyCommand
@@ -57,13 +58,59 @@ func TestSSHThroughForward(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			proxy := shellJoin(append([]string{bin}, forwardStdioArgs(client, boot, tc.token+":ssh")...))
-			checkSSH(t, ctx, sshd, sshd.ClientArgs("-o", "ProxyCommand="+proxy, "-o", "ConnectTimeout=60"), tc.host)
+			checkSSH(t, ctx, exec.CommandContext, sshd, sshd.ClientArgs("-o", "ProxyCommand="+proxy, "-o", "ConnectTimeout=60"), tc.host)
 		})
 	}
 }
 
-// checkSSH runs a command over ssh and checks what it printed.
-func checkSSH(t *testing.T, ctx context.Context, sshd *sshtest.Server, args []string, host string) {
+// TestSSHAcrossNATs logs in to a real sshd behind a port-restricted cone
+// NAT from a host behind another one, through a forward by peer ID, with
+// the lab's links at a 40 ms round trip and 1 % loss (default transports):
+// the session works and the forward's path is direct (issue 10).
+func TestSSHAcrossNATs(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	ln := newWANLabNet(t, ctx, "default", wanShape{rtt: 40 * time.Millisecond, loss: 1})
+	srvHost := ln.lab.AddSite("s", netlab.NATPortRestricted, ln.siteOpts()...).AddHost("srv")
+	cliHost := ln.lab.AddSite("c", netlab.NATPortRestricted, ln.siteOpts()...).AddHost("cli")
+	sshd := sshtest.StartWith(t, sshtest.Options{
+		Wrap: inHost(srvHost),
+		Dial: func(ctx context.Context, addr string) (c net.Conn, err error) {
+			err = srvHost.Do(func() error {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, "tcp", addr)
+				return err
+			})
+			return c, err
+		},
+		Port: 2222, // the namespace is fresh: every port is free
+	})
+	client := newNode(t, ctx)
+	server, _ := ln.serveAs(t, ctx, srvHost, newNode(t, ctx), client.id, "--expose", "ssh="+sshd.Addr)
+	target := server.id + ":ssh"
+	args := append([]string{"--home", client.home, "forward", target, "--bootstrap", ln.bootAddr, noPortMap, "--listen", tcpListen},
+		listenArgs("--p2p-listen", ln.transport, true)...)
+	fwd := startIn(t, ctx, cliHost.NS, "forward "+target, args...)
+	host, port, err := net.SplitHostPort(waitForwarding(t, fwd, target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSSH(t, ctx, inHost(cliHost), sshd, sshd.ClientArgs("-p", port, "-o", "ConnectTimeout=60"), host)
+	if !strings.Contains(fwd.Stderr.String(), "path=direct") {
+		t.Errorf("the ssh session's forward did not go direct; its log:\n%s", fwd.Stderr.String())
+	}
+}
+
+// inHost starts commands inside lab host h (`ip netns exec`, which execs
+// them, so signals reach them).
+func inHost(h *netlab.Host) func(context.Context, string, ...string) *exec.Cmd {
+	return func(ctx context.Context, name string, args ...string) *exec.Cmd {
+		return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	}
+}
+
+// checkSSH runs a command over ssh (started by command: exec.CommandContext,
+// or one that runs it in a lab host) and checks what it printed.
+func checkSSH(t *testing.T, ctx context.Context, command func(context.Context, string, ...string) *exec.Cmd, sshd *sshtest.Server, args []string, host string) {
 	t.Helper()
 	word := fmt.Sprintf("p2pnode-e2e-%016x", rand.Uint64())
 	args = append(args, host, "echo "+word+"; uname -s")
@@ -71,7 +118,7 @@ func checkSSH(t *testing.T, ctx context.Context, sshd *sshtest.Server, args []st
 
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, sshd.SSH, args...)
+	cmd := command(ctx, sshd.SSH, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	// A ProxyCommand that outlives ssh keeps ssh's stderr open: give up on
