@@ -8,9 +8,11 @@
 #   bench/nat-matrix.sh -tries 3 -pairs eim-apdf/eim-apdf -transports tcp
 #   bench/nat-matrix.sh -tries 5 -pairs edm/eim-apdf,edm/edm -inbound drop
 #
-# Flags (all optional): -tries N (default 10), -pairs CLIENT/SERVER,...
+# Flags (all optional): -tries N (default 10), -rtt MS,MS,... (default 0:
+# round trip between the two sites, the relay 1.25×RTT from each), -loss PCT,
+# -jitter MS, -parallel N (tries at once), -pairs CLIENT/SERVER,...
 # (eim-apdf/eim-apdf eim-eif/eim-apdf none/eim-apdf firewall/eim-apdf
-# edm/eim-apdf edm/edm), -transports tcp,quic, -inbound drop,reject,
+# edm/eim-apdf edm/edm), -transports tcp,quic,any, -inbound drop,reject,
 # -try-timeout 60s, -show-output (every process's output in the log).
 #
 # Only the table and one progress line per try are shown; the full verbose

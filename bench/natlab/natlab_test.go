@@ -13,7 +13,9 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -29,6 +31,10 @@ var (
 	flagInbound    = flag.String("inbound", "", "comma list of router behaviours for unsolicited inbound traffic: drop, reject (default: both)")
 	flagTryTimeout = flag.Duration("try-timeout", 60*time.Second, "bound on one try, from starting the bootstrap node to the echo check")
 	flagShowOutput = flag.Bool("show-output", false, "log every process's output for every try, not only for failed ones (with -v)")
+	flagRTT        = flag.String("rtt", "0", "comma list of round-trip times between the two sites, in ms (the relay is farther: 1.25×RTT from each site)")
+	flagLoss       = flag.Float64("loss", 0, "packet loss between the two sites, percent each way (split over the two sites' links)")
+	flagJitter     = flag.Float64("jitter", 0, "delay variation between the two sites, ms (±half on each site's link; at most RTT/2)")
+	flagParallel   = flag.Int("parallel", 1, "tries run at once, each in its own lab")
 )
 
 // pairs are the client/server router kinds measured, client first.
@@ -42,14 +48,29 @@ var pairs = [][2]netlab.NAT{
 	{netlab.NATSymmetric, netlab.NATSymmetric},
 }
 
-// listenAddrs are bootstrap's and serve's only listen address per
-// transport; forward listens on the same with port 0.
-var listenAddrs = map[string]string{
-	"tcp":  "/ip4/0.0.0.0/tcp/4001",
-	"quic": "/ip4/0.0.0.0/udp/4001/quic-v1",
+// listenAddrs are bootstrap's and serve's listen addresses per transport;
+// forward listens on the same with port 0. "any" is both, as a user runs
+// p2pnode: whichever transport gets through counts.
+var listenAddrs = map[string][]string{
+	"tcp":  {"/ip4/0.0.0.0/tcp/4001"},
+	"quic": {"/ip4/0.0.0.0/udp/4001/quic-v1"},
+	"any":  {"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
 }
 
-var transports = []string{"tcp", "quic"}
+var transports = []string{"tcp", "quic", "any"}
+
+// listenFlags repeats flag for each listen address of transport, with port
+// 0 when ephemeral.
+func listenFlags(flag, transport string, ephemeral bool) []string {
+	var out []string
+	for _, a := range listenAddrs[transport] {
+		if ephemeral {
+			a = strings.Replace(a, "4001", "0", 1)
+		}
+		out = append(out, flag, a)
+	}
+	return out
+}
 
 // banner is what the target service sends first, like sshd.
 const banner = "SSH-2.0-p2pnode-bench\r\n"
@@ -66,9 +87,26 @@ type combo struct {
 	client, server netlab.NAT
 	reject         bool // routers answer unsolicited inbound (RST / ICMP) instead of dropping it
 	transport      string
+	rtt            time.Duration // between the two sites; 0: the lab's plain links
 }
 
 func (c combo) pair() string { return string(c.client) + "/" + string(c.server) }
+
+// shaped says whether the lab's links are shaped for this combo.
+func (c combo) shaped() bool { return c.rtt > 0 || *flagLoss > 0 || *flagJitter > 0 }
+
+// siteLink is a site's link to the public segment: a quarter of the RTT
+// each way (two sites are one RTT apart), half the loss and jitter.
+func (c combo) siteLink() netlab.Link {
+	return netlab.SymmetricLink(netlab.Direction{Delay: c.rtt / 4, Loss: *flagLoss / 2,
+		Jitter: time.Duration(*flagJitter / 2 * float64(time.Millisecond))})
+}
+
+// bootLink puts the relay 1.25 RTT from each site, so that the relayed path
+// (2.5 RTT) is longer than the direct one, as on the internet.
+func (c combo) bootLink() netlab.Link {
+	return netlab.SymmetricLink(netlab.Direction{Delay: c.rtt * 3 / 8})
+}
 
 func (c combo) inbound() string {
 	if c.reject {
@@ -77,15 +115,21 @@ func (c combo) inbound() string {
 	return "drop"
 }
 
-func (c combo) String() string { return c.pair() + " " + c.inbound() + " " + c.transport }
+func (c combo) String() string {
+	return fmt.Sprintf("%s %s %s %dms", c.pair(), c.inbound(), c.transport, c.rtt.Milliseconds())
+}
 
 // siteOpts are AddSite's options for a site of kind nat: a site without a
 // router (none) has nothing to reject with.
 func (c combo) siteOpts(nat netlab.NAT) []netlab.SiteOption {
+	var opts []netlab.SiteOption
 	if c.reject && nat != netlab.NATNone {
-		return []netlab.SiteOption{netlab.RejectInbound()}
+		opts = append(opts, netlab.RejectInbound())
 	}
-	return nil
+	if c.shaped() {
+		opts = append(opts, netlab.ShapeWAN(c.siteLink()))
+	}
+	return opts
 }
 
 // tryResult is what one try measured.
@@ -106,18 +150,35 @@ type tryResult struct {
 func TestNATMatrix(t *testing.T) {
 	began := time.Now()
 	results := make([][]tryResult, len(combos))
+	for i := range results {
+		results[i] = make([]tryResult, *flagTries)
+	}
+	// -parallel tries at once, each in a lab of its own; subtests started
+	// from goroutines, as t.Parallel would queue them by GOMAXPROCS.
+	slots := make(chan struct{}, *flagParallel)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for i, c := range combos {
 		for n := 1; n <= *flagTries; n++ {
-			res := tryResult{failure: "harness error (see the subtest's log)"}
-			name := fmt.Sprintf("%s_to_%s/%s/%s/try%d", c.client, c.server, c.inbound(), c.transport, n)
-			ok := t.Run(name, func(t *testing.T) { res = runTry(t, c) })
-			if !ok && res.failure == "" {
-				res.notes = append(res.notes, "the try's subtest failed after measuring (see its log)")
-			}
-			results[i] = append(results[i], res)
-			fmt.Printf("try %-32s %d/%d: %s\n", c, n, *flagTries, res.summary())
+			slots <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				res := tryResult{failure: "harness error (see the subtest's log)"}
+				name := fmt.Sprintf("%s_to_%s/%s/%s/%dms/try%d", c.client, c.server, c.inbound(), c.transport, c.rtt.Milliseconds(), n)
+				ok := t.Run(name, func(t *testing.T) { res = runTry(t, c) })
+				if !ok && res.failure == "" {
+					res.notes = append(res.notes, "the try's subtest failed after measuring (see its log)")
+				}
+				mu.Lock()
+				results[i][n-1] = res
+				fmt.Printf("try %-40s %d/%d: %s\n", c, n, *flagTries, res.summary())
+				mu.Unlock()
+			}()
 		}
 	}
+	wg.Wait()
 	printTable(os.Stdout, combos, results, time.Since(began))
 }
 
@@ -145,18 +206,46 @@ func selectCombos() ([]combo, error) {
 	if err != nil {
 		return nil, err
 	}
+	rtts, err := parseRTTs(*flagRTT)
+	if err != nil {
+		return nil, err
+	}
+	if *flagParallel < 1 {
+		return nil, fmt.Errorf("-parallel %d: want at least 1", *flagParallel)
+	}
+	if *flagLoss < 0 || *flagLoss > 50 {
+		return nil, fmt.Errorf("-loss %v: want 0 to 50 (percent)", *flagLoss)
+	}
 	var cs []combo
-	for _, p := range pairs {
-		for _, reject := range []bool{false, true} {
-			for _, tr := range transports {
-				c := combo{client: p[0], server: p[1], reject: reject, transport: tr}
-				if wantPairs[c.pair()] && wantInbound[c.inbound()] && wantTransports[tr] {
-					cs = append(cs, c)
+	for _, rtt := range rtts {
+		if *flagJitter < 0 || time.Duration(*flagJitter*float64(time.Millisecond)) > rtt/2 {
+			return nil, fmt.Errorf("-jitter %v: want 0 to RTT/2 (%v)", *flagJitter, rtt/2)
+		}
+		for _, p := range pairs {
+			for _, reject := range []bool{false, true} {
+				for _, tr := range transports {
+					c := combo{client: p[0], server: p[1], reject: reject, transport: tr, rtt: rtt}
+					if wantPairs[c.pair()] && wantInbound[c.inbound()] && wantTransports[tr] {
+						cs = append(cs, c)
+					}
 				}
 			}
 		}
 	}
 	return cs, nil
+}
+
+// parseRTTs reads -rtt: a comma list of milliseconds.
+func parseRTTs(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range strings.Split(s, ",") {
+		ms, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || ms < 0 || ms > 2000 {
+			return nil, fmt.Errorf("-rtt: %q is not a round-trip time in ms from 0 to 2000", f)
+		}
+		out = append(out, time.Duration(ms*float64(time.Millisecond)))
+	}
+	return out, nil
 }
 
 // commaList parses flag value s, a comma list of some of valid ("" means
@@ -185,7 +274,11 @@ func commaList(flagName, s string, valid []string) (map[string]bool, error) {
 func runTry(t *testing.T, c combo) (res tryResult) {
 	t.Helper()
 	lab := netlab.New(t)
-	bootHost := lab.AddPublicHost("boot")
+	var bootOpts []netlab.HostOption
+	if c.shaped() {
+		bootOpts = append(bootOpts, netlab.ShapeLink(c.bootLink()))
+	}
+	bootHost := lab.AddPublicHost("boot", bootOpts...)
 	srvHost := lab.AddSite("s", c.server, c.siteOpts(c.server)...).AddHost("srv")
 	cliHost := lab.AddSite("c", c.client, c.siteOpts(c.client)...).AddHost("cli")
 	bootHome, bootID := initHome(t)
@@ -207,8 +300,8 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 		return res
 	}
 
-	listen := listenAddrs[c.transport]
-	boot := ps.start(t, bootHost, "bootstrap", "--home", bootHome, "bootstrap", "--listen", listen, "--nat-port-map=false")
+	boot := ps.start(t, bootHost, "bootstrap", append([]string{"--home", bootHome, "bootstrap", "--nat-port-map=false"},
+		listenFlags("--listen", c.transport, false)...)...)
 	prefix, suffix := "/ip4/"+bootHost.IP.String()+"/", "/p2p/"+bootID
 	bootLine, err := boot.Await(ctx, boot.Stdout, "multiaddr on "+bootHost.IP.String(), func(l string) bool {
 		return strings.HasPrefix(l, prefix) && strings.HasSuffix(l, suffix)
@@ -218,16 +311,16 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 	}
 	bootAddr := bootLine.Text
 
-	serve := ps.start(t, srvHost, "serve", "--home", srvHome, "serve", "--listen", listen, "--bootstrap", bootAddr,
-		"--nat-port-map=false", "--expose", "banner="+targetAddr, "--allow", cliID)
+	serve := ps.start(t, srvHost, "serve", append([]string{"--home", srvHome, "serve", "--bootstrap", bootAddr,
+		"--nat-port-map=false", "--expose", "banner=" + targetAddr, "--allow", cliID}, listenFlags("--listen", c.transport, false)...)...)
 	if res.reachable, err = reachableAfter(ctx, serve, srvHost); err != nil {
 		return fail(err)
 	}
 	res.reachableOK = true
 
 	target := srvID + ":banner"
-	fwd := ps.start(t, cliHost, "forward", "--home", cliHome, "forward", target, "--bootstrap", bootAddr,
-		"--p2p-listen", strings.Replace(listen, "4001", "0", 1), "--nat-port-map=false", "--listen", "127.0.0.1:0")
+	fwd := ps.start(t, cliHost, "forward", append([]string{"--home", cliHome, "forward", target, "--bootstrap", bootAddr,
+		"--nat-port-map=false", "--listen", "127.0.0.1:0"}, listenFlags("--p2p-listen", c.transport, true)...)...)
 	fwdLine, err := fwd.Await(ctx, fwd.Stdout, `"forwarding 127.0.0.1:PORT -> `+target+`"`, func(l string) bool {
 		m := forwardingLine.FindStringSubmatch(l)
 		return m != nil && m[2] == target
@@ -430,11 +523,12 @@ func printTable(w io.Writer, combos []combo, results [][]tryResult, took time.Du
 	}
 	fmt.Fprintf(w, "\nNAT matrix: p2pnode forward → serve, one fresh lab per try, %d tries per row, %v in all\n", *flagTries, took.Round(time.Second))
 	fmt.Fprintf(w, "target service: a Go listener in the server's namespace that sends %q then echoes (a stand-in for sshd)\n", banner)
-	fmt.Fprintf(w, "pair = client/server router; reject = RejectInbound() on every site with a router (none has none)\n\n")
+	fmt.Fprintf(w, "pair = client/server router; reject = RejectInbound() on every site with a router (none has none); transport any = TCP and QUIC both on\n")
+	fmt.Fprintf(w, "links: RTT between the sites as the row says (the relay 1.25×RTT from each), loss %v %% and jitter ±%v ms between the sites\n\n", *flagLoss, *flagJitter)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "pair\tinbound\ttransport\ttries\tdirect %\trelayed→direct median ms\tp90 ms\tserve start→reachable median ms\tforward start→first byte median ms\tfailures")
+	fmt.Fprintln(tw, "RTT ms\tpair\tinbound\ttransport\ttries\tdirect %\trelayed→direct median ms\tp90 ms\tserve start→reachable median ms\tforward start→first byte median ms\tfailures")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%d\n", r.c.pair(), r.c.inbound(), r.c.transport, r.tries, r.directPct(),
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%d\n", r.c.rtt.Milliseconds(), r.c.pair(), r.c.inbound(), r.c.transport, r.tries, r.directPct(),
 			ms(r.punch, 0.5), ms(r.punch, 0.9), ms(r.reachable, 0.5), ms(r.firstFwd, 0.5), r.failures)
 	}
 	tw.Flush()
