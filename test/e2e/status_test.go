@@ -31,7 +31,7 @@ type statusJSON struct {
 		Connected bool   `json:"connected"`
 		Relay     string `json:"relay"`
 	} `json:"bootstrap_peers"`
-	NAT *natReport `json:"nat"`
+	NAT         *natReport `json:"nat"`
 	Connections []struct {
 		Peer       string  `json:"peer"`
 		RemoteAddr string  `json:"remote_addr"`
