@@ -46,7 +46,6 @@ type natChecker struct {
 	clk     clock.Clock
 	static  []netip.AddrPort // Config.STUNServers
 	boot    []peer.AddrInfo
-	listen  []ma.Multiaddr // configured, as quicreuse keys its listeners
 	quic    *quicreuse.ConnManager
 	checked func(natcheck.Report)
 
@@ -117,6 +116,19 @@ func (c *natChecker) Last() *natcheck.Report {
 // punching uses) against the configured STUN servers and those the
 // connected bootstrap peers announce.
 func (c *natChecker) Check(ctx context.Context, extra ...netip.AddrPort) (natcheck.Report, error) {
+	return c.check(ctx, false, extra...)
+}
+
+// Mapping is the last check's report, or else a quick one of the mapping
+// alone (not kept as the last report), for a hole punch to choose how.
+func (c *natChecker) Mapping(ctx context.Context) (natcheck.Report, error) {
+	if last := c.Last(); last != nil {
+		return *last, nil
+	}
+	return c.check(ctx, true)
+}
+
+func (c *natChecker) check(ctx context.Context, mappingOnly bool, extra ...netip.AddrPort) (natcheck.Report, error) {
 	c.run.Lock()
 	defer c.run.Unlock()
 	servers := slices.Clone(extra)
@@ -128,13 +140,15 @@ func (c *natChecker) Check(ctx context.Context, extra ...netip.AddrPort) (natche
 	if len(servers) == 0 {
 		return natcheck.Report{}, errors.New("no STUN server known: no bootstrap peer announced one, and none was given with --stun HOST:PORT")
 	}
-	cfg := natcheck.Config{Servers: servers}
-	if conn := c.sharedQUICConn(); conn != nil {
+	cfg := natcheck.Config{Servers: servers, MappingOnly: mappingOnly}
+	if conn, err := c.sharedQUICConn(); err == nil {
 		defer conn.Close()
 		cfg.Conn = conn
+	} else {
+		c.log.Debug("NAT check: testing from a fresh port", "error", err)
 	}
 	rep, err := natcheck.Run(ctx, cfg)
-	if err != nil {
+	if err != nil || mappingOnly {
 		return rep, err
 	}
 	c.mu.Lock()
@@ -149,12 +163,14 @@ func (c *natChecker) Check(ctx context.Context, extra ...netip.AddrPort) (natche
 }
 
 // sharedQUICConn is a packet conn on the node's first IPv4 QUIC listen
-// port, for non-QUIC packets (STUN), or nil.
-func (c *natChecker) sharedQUICConn() net.PacketConn {
+// port, for non-QUIC packets (STUN, the birthday hole punch's probes).
+func (c *natChecker) sharedQUICConn() (net.PacketConn, error) {
 	if c.quic == nil {
-		return nil
+		return nil, errors.New("no QUIC transport")
 	}
-	for _, a := range c.listen {
+	// The bound addresses: quicreuse keys a listener by its socket's
+	// address once bound (a configured port 0 has become a real one).
+	for _, a := range c.h.Network().ListenAddresses() {
 		if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err != nil {
 			continue
 		}
@@ -166,20 +182,13 @@ func (c *natChecker) sharedQUICConn() net.PacketConn {
 		if err != nil {
 			continue
 		}
-		// quicreuse keys its listeners by the configured address, port 0
-		// included, as net.UDPAddr prints it.
 		ua, err := net.ResolveUDPAddr("udp4", net.JoinHostPort(ip, port))
 		if err != nil {
 			continue
 		}
-		conn, err := c.quic.SharedNonQUICPacketConn("udp4", ua)
-		if err != nil {
-			c.log.Debug("NAT check: cannot share the QUIC port; testing from a fresh one", "error", err)
-			return nil
-		}
-		return conn
+		return c.quic.SharedNonQUICPacketConn("udp4", ua)
 	}
-	return nil
+	return nil, errors.New("no IPv4 QUIC listen address")
 }
 
 // stunInfo is the JSON a bootstrap node answers on STUNInfoProtocol.

@@ -148,6 +148,9 @@ type Config struct {
 	// STUNServers are STUN servers (IP and UDP port) for the NAT check, on
 	// top of those the bootstrap peers announce (STUNInfoProtocol).
 	STUNServers []netip.AddrPort
+	// NoPunchProtocol turns off PunchProtocol (the birthday hole punch for
+	// a peer behind an endpoint-dependent NAT), leaving DCUtR alone.
+	NoPunchProtocol bool
 	// NATChecks makes the node test its NAT in the background: once it has
 	// joined, then every 30 minutes and when its addresses change (see
 	// LastNATCheck). For a daemon; a short-lived command has no use for it.
@@ -189,6 +192,7 @@ type Node struct {
 	rsv     *reserver // nil unless Config.ReserveRelays
 	punch   *puncher
 	nat     *natChecker
+	bday    *birthday // nil with Config.NoPunchProtocol
 	metrics *nodeMetrics
 	quicCM  *quicreuse.ConnManager // for the NAT check's STUN packets on the QUIC port
 
@@ -332,9 +336,13 @@ func (n *Node) startServices(tracer *punchTracer) error {
 	n.join = newJoiner(h, n.DHT, cfg.BootstrapPeers, n.log, n.clk)
 	n.join.Start()
 	n.nat = &natChecker{h: h, log: n.log, clk: n.clk, static: cfg.STUNServers, boot: cfg.BootstrapPeers,
-		listen: cfg.ListenAddrs, quic: n.quicCM, checked: func(r natcheck.Report) { n.metrics.natChecked(r) }}
+		quic: n.quicCM, checked: func(r natcheck.Report) { n.metrics.natChecked(r) }}
 	if cfg.NATChecks {
 		n.nat.Start(n.join.firstConnected)
+	}
+	if !cfg.NoPunchProtocol {
+		n.bday = newBirthday(h, n.nat, n.log)
+		n.punch.negotiate = n.bday.try
 	}
 	if cfg.ReserveRelays {
 		rsv, err := newReserver(h, cfg.BootstrapPeers, n.DHT.RoutingTable().ListPeers, n.reach, n.log, n.clk)
@@ -429,6 +437,9 @@ func (n *Node) Close() error {
 		// Nil checks: New closes a node whose services did not all start.
 		if n.punch != nil {
 			n.punch.Close()
+		}
+		if n.bday != nil {
+			n.bday.Close()
 		}
 		if n.nat != nil {
 			n.nat.Close()

@@ -77,6 +77,9 @@ type puncher struct {
 	attempt punchFunc
 	pathTo  func(peer.ID) Path
 	punched func(direct bool, took time.Duration) // metrics; may be nil
+	// negotiate runs PunchProtocol with the peer first (nil: DCUtR only);
+	// it returns the strategy and whether it made the path direct.
+	negotiate func(ctx context.Context, id peer.ID) (strategy string, direct bool)
 
 	conns  *broadcast // fires on every new connection
 	notify network.Notifiee
@@ -222,6 +225,24 @@ func (p *puncher) upgrade(ctx context.Context, id peer.ID) Path {
 	start := p.clk.Now()
 	p.tracer.watch(id)
 	defer p.tracer.unwatch(id)
+	if p.negotiate != nil {
+		strategy, direct := p.negotiate(ctx, id)
+		switch {
+		case direct || p.pathTo(id) == PathDirect:
+			took := p.clk.Since(start)
+			p.report(true, took)
+			p.log.Info("direct connection by hole punching", "peer", id, "took", took.Round(time.Millisecond), "strategy", strategy)
+			return PathDirect
+		case strategy == strategyRelay:
+			p.log.Info("both peers are behind NATs that map each destination to a new port: no hole punch can work; carrying data through the relay", "peer", id)
+			return p.pathTo(id)
+		case strategy == strategyBirthday:
+			took := p.clk.Since(start)
+			p.report(false, took)
+			p.log.Warn("hole punch failed; carrying data through the relay", "peer", id, "took", took.Round(time.Millisecond), "strategy", strategy)
+			return p.pathTo(id)
+		}
+	}
 	failedBefore, _ := p.tracer.failures(id)
 	hadHandler := p.hasProtocol(holepunch.Protocol)
 	if !hadHandler {

@@ -96,8 +96,13 @@ func newWANLabNet(t *testing.T, ctx context.Context, transport string, wan wanSh
 		bootOpts = append(bootOpts, netlab.ShapeLink(netlab.SymmetricLink(netlab.Direction{Delay: wan.rtt * 3 / 8})))
 	}
 	ln := &labNet{lab: lab, boot: lab.AddPublicHost("boot", bootOpts...), transport: transport, wan: wan}
+	// A second address for the STUN server's RFC 5780 tests: the peers'
+	// NAT checks then tell mapping and filtering apart, which the hole
+	// punch's choice of strategy needs.
+	alt := ln.boot.AddPublicIP()
 	n := newNode(t, ctx)
-	args := append(append([]string{"--home", n.home, "bootstrap", noPortMap}, listenArgs("--listen", transport, false)...), extra...)
+	args := append(append([]string{"--home", n.home, "bootstrap", noPortMap, "--stun-alt-ip", alt.String()},
+		listenArgs("--listen", transport, false)...), extra...)
 	p := startIn(t, ctx, ln.boot.NS, "bootstrap", args...)
 	ln.bootProc, ln.bootNode = p, n
 	prefix := "/ip4/" + ln.boot.IP.String() + "/"
@@ -246,6 +251,9 @@ func TestNATTraversal(t *testing.T) {
 		{"eim-apdf to eim-apdf over TCP, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp", false, wanShape{40 * time.Millisecond, 1}},
 		{"eim-apdf to eim-apdf over QUIC, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic", false, wanShape{40 * time.Millisecond, 1}},
 		{"eim-eif to eim-apdf", netlab.NATFullCone, netlab.NATPortRestricted, "tcp", false, wanShape{}},
+		// A symmetric NAT on one side: the birthday hole punch (issue 12).
+		{"edm to eim-apdf, default transports", netlab.NATSymmetric, netlab.NATPortRestricted, "default", false, wanShape{}},
+		{"eim-apdf to edm, default transports", netlab.NATPortRestricted, netlab.NATSymmetric, "default", false, wanShape{}},
 		{"none to eim-apdf", netlab.NATNone, netlab.NATPortRestricted, "tcp", false, wanShape{}},
 		{"firewall to eim-apdf", netlab.NATFirewall, netlab.NATPortRestricted, "tcp", false, wanShape{}},
 	}

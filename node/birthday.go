@@ -1,0 +1,478 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pnode/p2pnode/node/natcheck"
+)
+
+// PunchProtocol is p2pnode's hole punch next to DCUtR, run over the relayed
+// connection: the two peers exchange their NAT behaviour (package
+// natcheck) and pick a strategy. When one side's NAT maps each destination
+// to a new port (endpoint-dependent mapping, "symmetric") and the other's
+// does not, DCUtR cannot work (the hard side's port for the easy side is
+// unknown), so they use the birthday method: the hard side opens
+// birthdaySockets UDP sockets and sends from each to the easy side's QUIC
+// address, creating as many mappings, all open to it; the easy side probes
+// random ports of the hard side's public IP from its QUIC port; a probe
+// that lands on one of the mappings opens the path both ways (with 256
+// mappings and 2048 probes, about 99.97 % of the time). The hard side then
+// listens for QUIC on that socket's port and the easy side dials it: a
+// normal libp2p QUIC connection, peer identities checked by TLS. When both
+// sides are hard, no strategy works without port prediction: the relay
+// carries the data at once instead of after DCUtR's timeouts.
+//
+// Messages are JSON lines: {"type":"nat",...} both ways, then from the hard
+// side {"type":"ready","token":HEX} once its mappings exist, {"type":"hit"}
+// when a probe landed, {"type":"listening"} once it listens, or
+// {"type":"fail","reason":...}.
+const PunchProtocol protocol.ID = "/p2pnode/punch/1.0.0"
+
+const (
+	// birthdaySockets is how many mappings the hard side opens.
+	birthdaySockets = 256
+	// birthdayProbes bounds the easy side's probes per attempt, sent one
+	// per birthdayPace (2 s in all): no burst that looks like a port scan.
+	birthdayProbes = 2048
+	birthdayPace   = time.Millisecond
+	// birthdayTimeout bounds one attempt, negotiation included.
+	birthdayTimeout = 10 * time.Second
+	// birthdayMaxMsg bounds one message from the (untrusted) peer.
+	birthdayMaxMsg = 1 << 10
+)
+
+// The datagrams of the birthday method. The first byte has the 0x40 bit
+// clear, as STUN's does, so that quic-go hands them to the non-QUIC reader
+// of its socket (RFC 9443 demultiplexing) instead of taking them for QUIC
+// short-header packets.
+const (
+	birthdayPrime = "!p2pnode-prime"
+	birthdayProbe = "!p2pnode-probe"
+	birthdayAck   = "!p2pnode-ack"
+)
+
+// Punch strategies, by the two peers' NAT behaviour.
+const (
+	strategyDCUtR    = "dcutr"    // both easy, or not known: go-libp2p's DCUtR
+	strategyBirthday = "birthday" // one side endpoint-dependent
+	strategyRelay    = "relay"    // both endpoint-dependent: nothing to punch
+)
+
+// punchMsg is one message of PunchProtocol.
+type punchMsg struct {
+	Type      string `json:"type"`
+	Mapping   string `json:"mapping,omitempty"`
+	Filtering string `json:"filtering,omitempty"`
+	// QUIC is the sender's QUIC socket's public IP:port (from its NAT
+	// check); IP is its public IP.
+	QUIC   string `json:"quic,omitempty"`
+	Token  string `json:"token,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func hardMapping(m string) bool {
+	return m == string(natcheck.AddressDependent) || m == string(natcheck.AddressAndPortDependent)
+}
+
+// punchStrategy picks the strategy for two peers' NAT behaviour, the same
+// on both sides. hardIsMine says which side is the hard one for birthday.
+func punchStrategy(mine, theirs punchMsg) (strategy string, hardIsMine bool) {
+	known := func(m punchMsg) bool {
+		return m.Mapping == string(natcheck.EndpointIndependent) || hardMapping(m.Mapping)
+	}
+	switch {
+	case !known(mine) || !known(theirs):
+		return strategyDCUtR, false
+	case hardMapping(mine.Mapping) && hardMapping(theirs.Mapping):
+		return strategyRelay, false
+	case !hardMapping(mine.Mapping) && !hardMapping(theirs.Mapping):
+		return strategyDCUtR, false
+	}
+	hardIsMine = hardMapping(mine.Mapping)
+	easy := theirs
+	if !hardIsMine {
+		easy = mine
+	}
+	if easy.Filtering == string(natcheck.EndpointIndependent) {
+		// A full cone lets the hard side's DCUtR packets in: DCUtR works.
+		return strategyDCUtR, false
+	}
+	return strategyBirthday, hardIsMine
+}
+
+// birthday runs PunchProtocol for a node: the handler, and attempts.
+type birthday struct {
+	h    host.Host
+	log  *slog.Logger
+	nat  *natChecker
+	quic func() (net.PacketConn, error) // the QUIC port, for non-QUIC packets
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newBirthday(h host.Host, nat *natChecker, log *slog.Logger) *birthday {
+	b := &birthday{h: h, log: log, nat: nat, quic: nat.sharedQUICConn}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	h.SetStreamHandler(PunchProtocol, b.handle)
+	return b
+}
+
+// Close removes the handler and stops the attempts and listeners it owns.
+func (b *birthday) Close() {
+	b.h.RemoveStreamHandler(PunchProtocol)
+	b.cancel()
+	b.wg.Wait()
+}
+
+// local is this node's NAT behaviour as the protocol sends it.
+func (b *birthday) local(ctx context.Context) punchMsg {
+	m := punchMsg{Type: "nat", Mapping: string(natcheck.Unknown), Filtering: string(natcheck.Unknown)}
+	rep, err := b.nat.Mapping(ctx)
+	if err != nil {
+		b.log.Debug("hole punch: no NAT check", "error", err)
+		return m
+	}
+	m.Mapping, m.Filtering, m.QUIC = string(rep.UDP.Mapping), string(rep.UDP.Filtering), rep.UDP.PublicAddress
+	return m
+}
+
+// try negotiates with id over the relayed connection and, when the pair
+// needs it, runs the birthday method as either side. It returns the
+// strategy chosen and, for birthday, whether a direct connection resulted.
+func (b *birthday) try(ctx context.Context, id peer.ID) (strategy string, direct bool) {
+	ctx, cancel := context.WithTimeout(ctx, birthdayTimeout)
+	defer cancel()
+	s, err := b.h.NewStream(network.WithAllowLimitedConn(ctx, "p2pnode: hole punch"), id, PunchProtocol)
+	if err != nil {
+		return strategyDCUtR, false // an older peer: DCUtR alone
+	}
+	defer s.Close()
+	return b.run(ctx, s)
+}
+
+func (b *birthday) handle(s network.Stream) {
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(b.ctx, birthdayTimeout)
+	defer cancel()
+	strategy, direct := b.run(ctx, s)
+	b.log.Debug("hole punch negotiated", "peer", s.Conn().RemotePeer(), "strategy", strategy, "direct", direct)
+}
+
+// run is both sides of the protocol on s.
+func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool) {
+	if d, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(d)
+	}
+	id := s.Conn().RemotePeer()
+	msgs := readPunchMsgs(s)
+	mine := b.local(ctx)
+	if err := writePunchMsg(s, mine); err != nil {
+		return strategyDCUtR, false
+	}
+	theirs, ok := <-msgs
+	if !ok || theirs.Type != "nat" {
+		return strategyDCUtR, false
+	}
+	strategy, hard := punchStrategy(mine, theirs)
+	if strategy != strategyBirthday {
+		return strategy, false
+	}
+	var err error
+	if hard {
+		err = b.hardSide(ctx, s, msgs, id, theirs)
+	} else {
+		err = b.easySide(ctx, s, msgs, id, mine, theirs)
+	}
+	if err != nil {
+		b.log.Info("birthday hole punch failed", "peer", id, "role", map[bool]string{true: "hard", false: "easy"}[hard], "error", err)
+		_ = writePunchMsg(s, punchMsg{Type: "fail", Reason: err.Error()})
+		return strategy, false
+	}
+	return strategy, true
+}
+
+// hardSide opens the mappings, waits for a probe to land on one, and
+// listens for QUIC on that socket's port.
+func (b *birthday) hardSide(ctx context.Context, s network.Stream, msgs <-chan punchMsg, id peer.ID, easy punchMsg) error {
+	easyAddr, err := netip.ParseAddrPort(easy.QUIC)
+	if err != nil {
+		return fmt.Errorf("the easy side sent no QUIC address (%q)", easy.QUIC)
+	}
+	token := randomToken()
+	socks := openSockets(birthdaySockets)
+	if len(socks) == 0 {
+		return errors.New("cannot open UDP sockets")
+	}
+	defer func() {
+		for _, c := range socks {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	dst := net.UDPAddrFromAddrPort(easyAddr)
+	for _, c := range socks {
+		_, _ = c.WriteToUDP([]byte(birthdayPrime), dst)
+	}
+	hit := make(chan int, 1)
+	for i, c := range socks {
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, from, err := c.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				if string(buf[:n]) == birthdayProbe+token && from.Addr().Unmap() == easyAddr.Addr() {
+					select {
+					case hit <- i:
+					default:
+					}
+					return
+				}
+			}
+		}()
+	}
+	if err := writePunchMsg(s, punchMsg{Type: "ready", Token: token}); err != nil {
+		return err
+	}
+	var i int
+	select {
+	case i = <-hit:
+	case m := <-msgs:
+		return fmt.Errorf("the easy side gave up: %s", m.Reason)
+	case <-ctx.Done():
+		return fmt.Errorf("no probe landed: %w", ctx.Err())
+	}
+	c := socks[i]
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	for range 3 { // the easy side learns our public port from the ack's source
+		_, _ = c.WriteToUDP([]byte(birthdayAck+token), dst)
+	}
+	if err := writePunchMsg(s, punchMsg{Type: "hit"}); err != nil {
+		return err
+	}
+	for j := range socks { // free the port for the QUIC listener
+		socks[j].Close()
+	}
+	laddr := ma.StringCast("/ip4/0.0.0.0/udp/" + strconv.Itoa(port) + "/quic-v1")
+	if err := b.h.Network().Listen(laddr); err != nil {
+		return fmt.Errorf("listen for QUIC on the punched port %d: %w", port, err)
+	}
+	b.dropListenerLater(laddr, port)
+	if err := writePunchMsg(s, punchMsg{Type: "listening"}); err != nil {
+		return err
+	}
+	return b.waitDirect(ctx, id)
+}
+
+// easySide probes the hard side's ports from the QUIC port until one lands,
+// learns the port from the hard side's ack, and dials QUIC to it.
+func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan punchMsg, id peer.ID, mine, hard punchMsg) error {
+	conn, err := b.quic()
+	if err != nil {
+		return fmt.Errorf("no QUIC port to probe from: %w", err)
+	}
+	defer conn.Close()
+	hardIP, err := netip.ParseAddrPort(hard.QUIC)
+	if err != nil {
+		return fmt.Errorf("the hard side sent no public address (%q)", hard.QUIC)
+	}
+	var ready punchMsg
+	select {
+	case ready = <-msgs:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if ready.Type != "ready" || ready.Token == "" {
+		return fmt.Errorf("the hard side did not open its mappings: %s", ready.Reason)
+	}
+	acked := make(chan netip.AddrPort, 1)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_ = conn.SetReadDeadline(time.Now().Add(birthdayTimeout))
+			n, from, err := conn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:n]) == birthdayAck+ready.Token {
+				acked <- addrPortOf(from)
+				return
+			}
+		}
+	}()
+	probe := []byte(birthdayProbe + ready.Token)
+	ports := mrand.Perm(65536 - 1024)
+	tick := time.NewTicker(birthdayPace)
+	defer tick.Stop()
+	var hardAddr netip.AddrPort
+	hitSeen, listening := false, false
+	for sent := 0; !hardAddr.IsValid(); {
+		if sent < birthdayProbes && !hitSeen {
+			to := &net.UDPAddr{IP: hardIP.Addr().AsSlice(), Port: 1024 + ports[sent]}
+			_, _ = conn.WriteTo(probe, to)
+			sent++
+		}
+		select {
+		case hardAddr = <-acked:
+		case m, ok := <-msgs:
+			switch {
+			case ok && m.Type == "hit":
+				hitSeen = true
+			case ok && m.Type == "listening":
+				hitSeen, listening = true, true
+			default:
+				return fmt.Errorf("the hard side gave up: %s", m.Reason)
+			}
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("none of %d probes landed: %w", sent, ctx.Err())
+		}
+	}
+	// The hard side says when it listens on the punched port.
+	for !listening {
+		m, ok := <-msgs
+		switch {
+		case ok && m.Type == "listening":
+			listening = true
+		case !ok || m.Type != "hit":
+			return fmt.Errorf("the hard side gave up: %s", m.Reason)
+		}
+	}
+	addr := ma.StringCast("/ip4/" + hardAddr.Addr().String() + "/udp/" + strconv.Itoa(int(hardAddr.Port())) + "/quic-v1")
+	b.h.Peerstore().AddAddr(id, addr, peerstore.TempAddrTTL)
+	if _, err := b.h.Network().DialPeer(network.WithForceDirectDial(ctx, "p2pnode: birthday hole punch"), id); err != nil {
+		return fmt.Errorf("dial the punched address %s: %w", addr, err)
+	}
+	return b.waitDirect(ctx, id)
+}
+
+// waitDirect waits until there is a direct connection to id.
+func (b *birthday) waitDirect(ctx context.Context, id peer.ID) error {
+	for {
+		for _, c := range b.h.Network().ConnsToPeer(id) {
+			if !c.IsClosed() && !c.Stat().Limited && !isRelayAddr(c.RemoteMultiaddr()) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no direct connection: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// dropListenerLater stops listening on the punched port once no connection
+// uses it any more (checked every 30 s), or when the node closes.
+func (b *birthday) dropListenerLater(laddr ma.Multiaddr, port int) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer func() {
+			if sw, ok := b.h.Network().(interface{ ListenClose(...ma.Multiaddr) }); ok {
+				sw.ListenClose(laddr)
+			}
+		}()
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-t.C:
+			}
+			used := false
+			for _, c := range b.h.Network().Conns() {
+				if p, err := c.LocalMultiaddr().ValueForProtocol(ma.P_UDP); err == nil && p == strconv.Itoa(port) {
+					used = true
+				}
+			}
+			if !used {
+				return
+			}
+		}
+	}()
+}
+
+func openSockets(n int) []*net.UDPConn {
+	var out []*net.UDPConn
+	for range n {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+		if err != nil {
+			break // out of file descriptors: go with what there is
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func writePunchMsg(s network.Stream, m punchMsg) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = s.Write(append(b, '\n'))
+	return err
+}
+
+// readPunchMsgs reads the peer's messages into a channel closed at the end
+// of the stream or at the first bad message.
+func readPunchMsgs(s network.Stream) <-chan punchMsg {
+	out := make(chan punchMsg, 8)
+	go func() {
+		defer close(out)
+		sc := bufio.NewScanner(s)
+		sc.Buffer(make([]byte, 256), birthdayMaxMsg)
+		for sc.Scan() {
+			var m punchMsg
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				return
+			}
+			select {
+			case out <- m:
+			default:
+				return // more than the protocol ever sends: a bad peer
+			}
+		}
+	}()
+	return out
+}
