@@ -126,6 +126,9 @@ type birthday struct {
 	log  *slog.Logger
 	nat  *natChecker
 	quic func() (net.PacketConn, error) // the QUIC port, for non-QUIC packets
+	// done records each attempt (metrics): the strategy, whether it went
+	// direct, and the probes this side sent.
+	done func(strategy string, direct bool, probes int)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -197,13 +200,20 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool) {
 	}
 	strategy, hard := punchStrategy(mine, theirs)
 	if strategy != strategyBirthday {
+		if b.done != nil {
+			b.done(strategy, false, 0)
+		}
 		return strategy, false
 	}
 	var err error
+	probes := 0
 	if hard {
 		err = b.hardSide(ctx, s, msgs, id, theirs)
 	} else {
-		err = b.easySide(ctx, s, msgs, id, mine, theirs)
+		probes, err = b.easySide(ctx, s, msgs, id, theirs)
+	}
+	if b.done != nil {
+		b.done(strategy, err == nil, probes)
 	}
 	if err != nil {
 		b.log.Info("birthday hole punch failed", "peer", id, "role", map[bool]string{true: "hard", false: "easy"}[hard], "error", err)
@@ -290,24 +300,24 @@ func (b *birthday) hardSide(ctx context.Context, s network.Stream, msgs <-chan p
 
 // easySide probes the hard side's ports from the QUIC port until one lands,
 // learns the port from the hard side's ack, and dials QUIC to it.
-func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan punchMsg, id peer.ID, mine, hard punchMsg) error {
+func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan punchMsg, id peer.ID, hard punchMsg) (sent int, err error) {
 	conn, err := b.quic()
 	if err != nil {
-		return fmt.Errorf("no QUIC port to probe from: %w", err)
+		return 0, fmt.Errorf("no QUIC port to probe from: %w", err)
 	}
 	defer conn.Close()
 	hardIP, err := netip.ParseAddrPort(hard.QUIC)
 	if err != nil {
-		return fmt.Errorf("the hard side sent no public address (%q)", hard.QUIC)
+		return 0, fmt.Errorf("the hard side sent no public address (%q)", hard.QUIC)
 	}
 	var ready punchMsg
 	select {
 	case ready = <-msgs:
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	if ready.Type != "ready" || ready.Token == "" {
-		return fmt.Errorf("the hard side did not open its mappings: %s", ready.Reason)
+		return 0, fmt.Errorf("the hard side did not open its mappings: %s", ready.Reason)
 	}
 	acked := make(chan netip.AddrPort, 1)
 	go func() {
@@ -330,7 +340,7 @@ func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan p
 	defer tick.Stop()
 	var hardAddr netip.AddrPort
 	hitSeen, listening := false, false
-	for sent := 0; !hardAddr.IsValid(); {
+	for !hardAddr.IsValid() {
 		if sent < birthdayProbes && !hitSeen {
 			to := &net.UDPAddr{IP: hardIP.Addr().AsSlice(), Port: 1024 + ports[sent]}
 			_, _ = conn.WriteTo(probe, to)
@@ -345,11 +355,11 @@ func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan p
 			case ok && m.Type == "listening":
 				hitSeen, listening = true, true
 			default:
-				return fmt.Errorf("the hard side gave up: %s", m.Reason)
+				return sent, fmt.Errorf("the hard side gave up: %s", m.Reason)
 			}
 		case <-tick.C:
 		case <-ctx.Done():
-			return fmt.Errorf("none of %d probes landed: %w", sent, ctx.Err())
+			return sent, fmt.Errorf("none of %d probes landed: %w", sent, ctx.Err())
 		}
 	}
 	// The hard side says when it listens on the punched port.
@@ -359,15 +369,15 @@ func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan p
 		case ok && m.Type == "listening":
 			listening = true
 		case !ok || m.Type != "hit":
-			return fmt.Errorf("the hard side gave up: %s", m.Reason)
+			return sent, fmt.Errorf("the hard side gave up: %s", m.Reason)
 		}
 	}
 	addr := ma.StringCast("/ip4/" + hardAddr.Addr().String() + "/udp/" + strconv.Itoa(int(hardAddr.Port())) + "/quic-v1")
 	b.h.Peerstore().AddAddr(id, addr, peerstore.TempAddrTTL)
 	if _, err := b.h.Network().DialPeer(network.WithForceDirectDial(ctx, "p2pnode: birthday hole punch"), id); err != nil {
-		return fmt.Errorf("dial the punched address %s: %w", addr, err)
+		return sent, fmt.Errorf("dial the punched address %s: %w", addr, err)
 	}
-	return b.waitDirect(ctx, id)
+	return sent, b.waitDirect(ctx, id)
 }
 
 // waitDirect waits until there is a direct connection to id.

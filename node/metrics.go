@@ -16,6 +16,8 @@ type nodeMetrics struct {
 	punches      *prometheus.CounterVec
 	timeToDirect prometheus.Histogram
 	nat          *prometheus.GaugeVec
+	birthday     *prometheus.CounterVec
+	probes       prometheus.Counter
 }
 
 func newNodeMetrics(reg prometheus.Registerer, n *Node) (*nodeMetrics, error) {
@@ -34,11 +36,19 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) (*nodeMetrics, error) {
 		Name: "p2pnode_nat_info",
 		Help: "The last NAT check (STUN, RFC 5780): 1 for its UDP mapping, filtering and RFC 3489 name.",
 	}, []string{"mapping", "filtering", "classic"})
+	m.birthday = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "p2pnode_punch_protocol_total",
+		Help: "Hole punch negotiations (/p2pnode/punch/1.0.0) by strategy (dcutr, birthday, relay) and outcome (direct, failed, none).",
+	}, []string{"strategy", "outcome"})
+	m.probes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "p2pnode_punch_probes_total",
+		Help: "UDP probes this node sent for birthday hole punches.",
+	})
 	reservations := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "p2pnode_relay_reservations",
 		Help: "Circuit relay v2 reservations this node holds.",
 	}, func() float64 { return float64(len(n.Reservations())) })
-	for _, c := range []prometheus.Collector{m.punches, m.timeToDirect, m.nat, reservations} {
+	for _, c := range []prometheus.Collector{m.punches, m.timeToDirect, m.nat, m.birthday, m.probes, reservations} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -66,4 +76,20 @@ func (m *nodeMetrics) natChecked(r natcheck.Report) {
 	}
 	m.nat.Reset()
 	m.nat.WithLabelValues(string(r.UDP.Mapping), string(r.UDP.Filtering), r.UDP.Classic).Set(1)
+}
+
+// punchNegotiated records one PunchProtocol negotiation.
+func (m *nodeMetrics) punchNegotiated(strategy string, direct bool, probes int) {
+	if m == nil {
+		return
+	}
+	outcome := "none"
+	switch {
+	case strategy == strategyBirthday && direct:
+		outcome = "direct"
+	case strategy == strategyBirthday:
+		outcome = "failed"
+	}
+	m.birthday.WithLabelValues(strategy, outcome).Inc()
+	m.probes.Add(float64(probes))
 }

@@ -342,6 +342,7 @@ func (n *Node) startServices(tracer *punchTracer) error {
 	}
 	if !cfg.NoPunchProtocol {
 		n.bday = newBirthday(h, n.nat, n.log)
+		n.bday.done = func(strategy string, direct bool, probes int) { n.metrics.punchNegotiated(strategy, direct, probes) }
 		n.punch.negotiate = n.bday.try
 	}
 	if cfg.ReserveRelays {

@@ -44,6 +44,7 @@ var pairs = [][2]netlab.NAT{
 	{netlab.NATNone, netlab.NATPortRestricted},
 	{netlab.NATFirewall, netlab.NATPortRestricted},
 	{netlab.NATSymmetric, netlab.NATPortRestricted},
+	{netlab.NATPortRestricted, netlab.NATSymmetric},
 	{netlab.NATSymmetric, netlab.NATFullCone},
 	{netlab.NATSymmetric, netlab.NATSymmetric},
 }

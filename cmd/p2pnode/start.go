@@ -84,6 +84,7 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, r role) (node.
 	if f.fs.Changed("nat-port-map") {
 		cfg.NATPortMap = f.natPortMap
 	}
+	cfg.NoPunchProtocol = file.Node.BirthdayPunch != nil && !*file.Node.BirthdayPunch
 	if _, _, err := net.SplitHostPort(f.metrics); f.metrics != "" && err != nil {
 		return cfg, usagef("bad --metrics %q: expected HOST:PORT, e.g. 127.0.0.1:9090 (%v)", f.metrics, err)
 	}

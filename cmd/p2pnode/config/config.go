@@ -111,6 +111,12 @@ type Node struct {
 	// protocol is PREFIX/kad/1.0.0. Default: [node.DefaultDHTProtocolPrefix]
 	// ("/ipfs", the public Amino DHT).
 	DHTProtocolPrefix string `toml:"dht_protocol_prefix"`
+
+	// BirthdayPunch turns p2pnode's own hole punch on or off: the birthday
+	// method for a peer behind a NAT that maps each destination to a new
+	// port (node.PunchProtocol). nil (key absent) means on; DCUtR runs
+	// either way.
+	BirthdayPunch *bool `toml:"birthday_punch"`
 }
 
 // Service is one [[service]] table: a local TCP service exposed to peers.

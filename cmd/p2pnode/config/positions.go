@@ -29,6 +29,7 @@ var schema = map[string]keyInfo{
 	"node.bootstrap":           {want: "an array of multiaddr strings", elem: "a multiaddr string"},
 	"node.nat_port_map":        {want: "true or false"},
 	"node.dht_protocol_prefix": {want: "a string"},
+	"node.birthday_punch":      {want: "true or false"},
 	"service":                  {want: "an array of tables ([[service]])", elem: "a table"},
 	"service.name":             {want: "a string"},
 	"service.target":           {want: "a string"},

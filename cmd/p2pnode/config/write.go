@@ -43,6 +43,11 @@ const defaultTOML = `# p2pnode configuration.
 # public Amino DHT. Use your own, e.g. "/myoverlay", for a separate network.
 # dht_protocol_prefix = @PREFIX@
 
+# p2pnode's own hole punch for a peer behind a symmetric NAT (the birthday
+# method: up to 256 UDP sockets on one side, 2048 paced probes from the
+# other); DCUtR runs either way. Default: true.
+# birthday_punch = true
+
 # Services this node exposes to peers, one [[service]] table each. Nothing is
 # exposed by default. A service is reachable only by the peers on its allow
 # list; public = true opens it to every peer.
