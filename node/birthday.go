@@ -340,11 +340,15 @@ func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan p
 	defer tick.Stop()
 	var hardAddr netip.AddrPort
 	hitSeen, listening := false, false
+	var grace <-chan time.Time // after the last probe: time for its ack
 	for !hardAddr.IsValid() {
 		if sent < birthdayProbes && !hitSeen {
 			to := &net.UDPAddr{IP: hardIP.Addr().AsSlice(), Port: 1024 + ports[sent]}
 			_, _ = conn.WriteTo(probe, to)
 			sent++
+			if sent == birthdayProbes {
+				grace = time.After(time.Second)
+			}
 		}
 		select {
 		case hardAddr = <-acked:
@@ -358,6 +362,10 @@ func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan p
 				return sent, fmt.Errorf("the hard side gave up: %s", m.Reason)
 			}
 		case <-tick.C:
+		case <-grace:
+			if !hitSeen {
+				return sent, fmt.Errorf("none of %d probes landed", sent)
+			}
 		case <-ctx.Done():
 			return sent, fmt.Errorf("none of %d probes landed: %w", sent, ctx.Err())
 		}
