@@ -81,6 +81,15 @@ func (c *natChecker) Start(joined <-chan struct{}) {
 		}
 		t := c.clk.Ticker(natRecheck)
 		defer t.Stop()
+		// First the mapping alone (a few answered round trips), kept as the
+		// last report until the full check (with its filtering tests'
+		// timeouts) ends: a hole punch right after joining picks its
+		// strategy by the mapping, and must not wait for the rest.
+		qctx, qcancel := context.WithTimeout(c.ctx, 20*time.Second)
+		if _, err := c.check(qctx, true, true); err != nil && c.ctx.Err() == nil {
+			c.log.Debug("NAT check (mapping)", "error", err)
+		}
+		qcancel()
 		for {
 			ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
 			if _, err := c.Check(ctx); err != nil && c.ctx.Err() == nil {
@@ -116,7 +125,7 @@ func (c *natChecker) Last() *natcheck.Report {
 // punching uses) against the configured STUN servers and those the
 // connected bootstrap peers announce.
 func (c *natChecker) Check(ctx context.Context, extra ...netip.AddrPort) (natcheck.Report, error) {
-	return c.check(ctx, false, extra...)
+	return c.check(ctx, false, true, extra...)
 }
 
 // Mapping is the last check's report, or else a quick one of the mapping
@@ -125,10 +134,12 @@ func (c *natChecker) Mapping(ctx context.Context) (natcheck.Report, error) {
 	if last := c.Last(); last != nil {
 		return *last, nil
 	}
-	return c.check(ctx, true)
+	return c.check(ctx, true, false)
 }
 
-func (c *natChecker) check(ctx context.Context, mappingOnly bool, extra ...netip.AddrPort) (natcheck.Report, error) {
+// check runs a check; store keeps it as the last report (a mapping-only one
+// only while there is none).
+func (c *natChecker) check(ctx context.Context, mappingOnly, store bool, extra ...netip.AddrPort) (natcheck.Report, error) {
 	c.run.Lock()
 	defer c.run.Unlock()
 	servers := slices.Clone(extra)
@@ -148,12 +159,17 @@ func (c *natChecker) check(ctx context.Context, mappingOnly bool, extra ...netip
 		c.log.Debug("NAT check: testing from a fresh port", "error", err)
 	}
 	rep, err := natcheck.Run(ctx, cfg)
-	if err != nil || mappingOnly {
+	if err != nil || !store {
 		return rep, err
 	}
 	c.mu.Lock()
-	c.last = &rep
+	if !mappingOnly || c.last == nil {
+		c.last = &rep
+	}
 	c.mu.Unlock()
+	if mappingOnly {
+		return rep, nil
+	}
 	if c.checked != nil {
 		c.checked(rep)
 	}

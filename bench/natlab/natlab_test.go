@@ -280,6 +280,10 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 		bootOpts = append(bootOpts, netlab.ShapeLink(c.bootLink()))
 	}
 	bootHost := lab.AddPublicHost("boot", bootOpts...)
+	// A second address, so that the bootstrap node's STUN server answers
+	// RFC 5780's tests and the peers know their NAT's behaviour (the hole
+	// punch picks its strategy by it).
+	altIP := bootHost.AddPublicIP()
 	srvHost := lab.AddSite("s", c.server, c.siteOpts(c.server)...).AddHost("srv")
 	cliHost := lab.AddSite("c", c.client, c.siteOpts(c.client)...).AddHost("cli")
 	bootHome, bootID := initHome(t)
@@ -301,7 +305,7 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 		return res
 	}
 
-	boot := ps.start(t, bootHost, "bootstrap", append([]string{"--home", bootHome, "bootstrap", "--nat-port-map=false"},
+	boot := ps.start(t, bootHost, "bootstrap", append([]string{"--home", bootHome, "bootstrap", "--nat-port-map=false", "--stun-alt-ip", altIP.String()},
 		listenFlags("--listen", c.transport, false)...)...)
 	prefix, suffix := "/ip4/"+bootHost.IP.String()+"/", "/p2p/"+bootID
 	bootLine, err := boot.Await(ctx, boot.Stdout, "multiaddr on "+bootHost.IP.String(), func(l string) bool {
