@@ -113,8 +113,9 @@ func punchStrategy(mine, theirs punchMsg) (strategy string, hardIsMine bool) {
 	if !hardIsMine {
 		easy = mine
 	}
-	if easy.Filtering == string(natcheck.EndpointIndependent) {
+	if easy.Filtering == string(natcheck.EndpointIndependent) || mine.QUIC == "" || theirs.QUIC == "" {
 		// A full cone lets the hard side's DCUtR packets in: DCUtR works.
+		// Without QUIC on both sides there is no birthday either.
 		return strategyDCUtR, false
 	}
 	return strategyBirthday, hardIsMine
@@ -157,7 +158,13 @@ func (b *birthday) local(ctx context.Context) punchMsg {
 		b.log.Debug("hole punch: no NAT check", "error", err)
 		return m
 	}
-	m.Mapping, m.Filtering, m.QUIC = string(rep.UDP.Mapping), string(rep.UDP.Filtering), rep.UDP.PublicAddress
+	m.Mapping, m.Filtering = string(rep.UDP.Mapping), string(rep.UDP.Filtering)
+	// The public address is the QUIC port's only when the check ran on it,
+	// that is when the node listens for QUIC; without QUIC, no birthday.
+	if c, err := b.quic(); err == nil {
+		c.Close()
+		m.QUIC = rep.UDP.PublicAddress
+	}
 	return m
 }
 

@@ -6,6 +6,7 @@ func TestPunchStrategy(t *testing.T) {
 	const (
 		eim, adm, apdm, unk = "endpoint-independent", "address-dependent", "address-and-port-dependent", "unknown"
 		eif, adf, apdf      = "endpoint-independent", "address-dependent", "address-and-port-dependent"
+		q                   = "203.0.113.9:4001"
 	)
 	cases := []struct {
 		name              string
@@ -13,15 +14,16 @@ func TestPunchStrategy(t *testing.T) {
 		strategy          string
 		hardIsMine, check bool
 	}{
-		{"both cone", punchMsg{Mapping: eim, Filtering: apdf}, punchMsg{Mapping: eim, Filtering: apdf}, strategyDCUtR, false, false},
-		{"unknown side", punchMsg{Mapping: unk}, punchMsg{Mapping: apdm}, strategyDCUtR, false, false},
-		{"old peer without NAT info", punchMsg{Mapping: apdm}, punchMsg{}, strategyDCUtR, false, false},
-		{"both symmetric", punchMsg{Mapping: apdm}, punchMsg{Mapping: adm}, strategyRelay, false, false},
-		{"me symmetric, port-restricted peer", punchMsg{Mapping: apdm}, punchMsg{Mapping: eim, Filtering: apdf}, strategyBirthday, true, true},
-		{"me port-restricted, symmetric peer", punchMsg{Mapping: eim, Filtering: apdf}, punchMsg{Mapping: apdm}, strategyBirthday, false, true},
-		{"me restricted cone, symmetric peer", punchMsg{Mapping: eim, Filtering: adf}, punchMsg{Mapping: adm}, strategyBirthday, false, true},
-		{"filtering not known: birthday works for any", punchMsg{Mapping: eim, Filtering: unk}, punchMsg{Mapping: apdm}, strategyBirthday, false, true},
-		{"full cone peer: DCUtR gets in", punchMsg{Mapping: apdm}, punchMsg{Mapping: eim, Filtering: eif}, strategyDCUtR, false, false},
+		{"both cone", punchMsg{Mapping: eim, Filtering: apdf, QUIC: q}, punchMsg{Mapping: eim, Filtering: apdf, QUIC: q}, strategyDCUtR, false, false},
+		{"unknown side", punchMsg{Mapping: unk, QUIC: q}, punchMsg{Mapping: apdm, QUIC: q}, strategyDCUtR, false, false},
+		{"old peer without NAT info", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{}, strategyDCUtR, false, false},
+		{"both symmetric", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{Mapping: adm, QUIC: q}, strategyRelay, false, false},
+		{"me symmetric, port-restricted peer", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{Mapping: eim, Filtering: apdf, QUIC: q}, strategyBirthday, true, true},
+		{"me port-restricted, symmetric peer", punchMsg{Mapping: eim, Filtering: apdf, QUIC: q}, punchMsg{Mapping: apdm, QUIC: q}, strategyBirthday, false, true},
+		{"me restricted cone, symmetric peer", punchMsg{Mapping: eim, Filtering: adf, QUIC: q}, punchMsg{Mapping: adm, QUIC: q}, strategyBirthday, false, true},
+		{"filtering not known: birthday works for any", punchMsg{Mapping: eim, Filtering: unk, QUIC: q}, punchMsg{Mapping: apdm, QUIC: q}, strategyBirthday, false, true},
+		{"no QUIC on the easy side: no birthday", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{Mapping: eim, Filtering: apdf}, strategyDCUtR, false, false},
+		{"full cone peer: DCUtR gets in", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{Mapping: eim, Filtering: eif, QUIC: q}, strategyDCUtR, false, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -237,10 +237,9 @@ func (p *puncher) upgrade(ctx context.Context, id peer.ID) Path {
 			p.log.Info("both peers are behind NATs that map each destination to a new port: no hole punch can work; carrying data through the relay", "peer", id)
 			return p.pathTo(id)
 		case strategy == strategyBirthday:
-			took := p.clk.Since(start)
-			p.report(false, took)
-			p.log.Warn("hole punch failed; carrying data through the relay", "peer", id, "took", took.Round(time.Millisecond), "strategy", strategy)
-			return p.pathTo(id)
+			// The NAT behaviour may be wrong (a filtering not tested yet):
+			// DCUtR gets its chance still.
+			p.log.Info("birthday hole punch failed; trying DCUtR", "peer", id)
 		}
 	}
 	failedBefore, _ := p.tracer.failures(id)

@@ -622,6 +622,9 @@ func TestDefaultTOML(t *testing.T) {
 	want.Services = []Service{{Name: "ssh", Target: "127.0.0.1:22", Allow: []string{idC}}}
 	want.Bootstrap.Listen = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
 	want.Bootstrap.RelayAllow = []string{idC}
+	on := true
+	want.Node.BirthdayPunch = &on
+	want.NAT.STUN = []string{"203.0.113.7:3478"}
 	sameContent(t, f, want)
 }
 
