@@ -315,17 +315,33 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 		return fail(err)
 	}
 	bootAddr := bootLine.Text
+	// Every multiaddr of the bootstrap node on its public address, as a
+	// user's list has them (the public Amino list has TCP and QUIC): with
+	// TCP alone, a node would join over TCP only, learn no QUIC address of
+	// its own, and could not hole punch where only QUIC gets through.
+	bootFlags := []string{"--bootstrap", bootAddr}
+	if c.transport == "any" {
+		quicLine, err := boot.Await(ctx, boot.Stdout, "QUIC multiaddr on "+bootHost.IP.String(), func(l string) bool {
+			return strings.HasPrefix(l, prefix) && strings.HasSuffix(l, suffix) && strings.Contains(l, "/quic-v1/")
+		})
+		if err != nil {
+			return fail(err)
+		}
+		if quicLine.Text != bootAddr {
+			bootFlags = append(bootFlags, "--bootstrap", quicLine.Text)
+		}
+	}
 
-	serve := ps.start(t, srvHost, "serve", append([]string{"--home", srvHome, "serve", "--bootstrap", bootAddr,
-		"--nat-port-map=false", "--expose", "banner=" + targetAddr, "--allow", cliID}, listenFlags("--listen", c.transport, false)...)...)
+	serve := ps.start(t, srvHost, "serve", append([]string{"--home", srvHome, "serve",
+		"--nat-port-map=false", "--expose", "banner=" + targetAddr, "--allow", cliID}, append(bootFlags, listenFlags("--listen", c.transport, false)...)...)...)
 	if res.reachable, err = reachableAfter(ctx, serve, srvHost); err != nil {
 		return fail(err)
 	}
 	res.reachableOK = true
 
 	target := srvID + ":banner"
-	fwd := ps.start(t, cliHost, "forward", append([]string{"--home", cliHome, "forward", target, "--bootstrap", bootAddr,
-		"--nat-port-map=false", "--listen", "127.0.0.1:0"}, listenFlags("--p2p-listen", c.transport, true)...)...)
+	fwd := ps.start(t, cliHost, "forward", append([]string{"--home", cliHome, "forward", target,
+		"--nat-port-map=false", "--listen", "127.0.0.1:0"}, append(bootFlags, listenFlags("--p2p-listen", c.transport, true)...)...)...)
 	fwdLine, err := fwd.Await(ctx, fwd.Stdout, `"forwarding 127.0.0.1:PORT -> `+target+`"`, func(l string) bool {
 		m := forwardingLine.FindStringSubmatch(l)
 		return m != nil && m[2] == target
