@@ -113,10 +113,19 @@ func punchStrategy(mine, theirs punchMsg) (strategy string, hardIsMine bool) {
 	if !hardIsMine {
 		easy = mine
 	}
-	if easy.Filtering == string(natcheck.EndpointIndependent) || mine.QUIC == "" || theirs.QUIC == "" {
+	switch {
+	case easy.Filtering == string(natcheck.EndpointIndependent):
 		// A full cone lets the hard side's DCUtR packets in: DCUtR works.
-		// Without QUIC on both sides there is no birthday either.
 		return strategyDCUtR, false
+	case mine.QUIC != "" && theirs.QUIC != "":
+	case easy.Filtering == string(natcheck.Unknown) || easy.Filtering == "":
+		// No birthday without QUIC on both sides; DCUtR may work if the
+		// filter turns out open.
+		return strategyDCUtR, false
+	default:
+		// A filtering cone against an endpoint-dependent mapping, and no
+		// QUIC for the birthday: nothing can punch through.
+		return strategyRelay, false
 	}
 	return strategyBirthday, hardIsMine
 }

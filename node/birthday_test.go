@@ -22,7 +22,8 @@ func TestPunchStrategy(t *testing.T) {
 		{"me port-restricted, symmetric peer", punchMsg{Mapping: eim, Filtering: apdf, QUIC: q}, punchMsg{Mapping: apdm, QUIC: q}, strategyBirthday, false, true},
 		{"me restricted cone, symmetric peer", punchMsg{Mapping: eim, Filtering: adf, QUIC: q}, punchMsg{Mapping: adm, QUIC: q}, strategyBirthday, false, true},
 		{"filtering not known: birthday works for any", punchMsg{Mapping: eim, Filtering: unk, QUIC: q}, punchMsg{Mapping: apdm, QUIC: q}, strategyBirthday, false, true},
-		{"no QUIC on the easy side: no birthday", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{Mapping: eim, Filtering: apdf}, strategyDCUtR, false, false},
+		{"no QUIC on the easy side, filtering known: relay", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{Mapping: eim, Filtering: apdf}, strategyRelay, false, false},
+		{"no QUIC, filtering not known: DCUtR may work", punchMsg{Mapping: apdm}, punchMsg{Mapping: eim, Filtering: unk}, strategyDCUtR, false, false},
 		{"full cone peer: DCUtR gets in", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{Mapping: eim, Filtering: eif, QUIC: q}, strategyDCUtR, false, false},
 	}
 	for _, c := range cases {
