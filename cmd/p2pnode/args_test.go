@@ -56,6 +56,12 @@ func TestArgumentErrors(t *testing.T) {
 		code int
 		want string
 	}{
+		{[]string{"nat", "--stun", "stun.example"}, 2, "bad --stun: \"stun.example\" is not HOST:PORT"},
+		{[]string{"nat", "--stun", "203.0.113.7:0"}, 2, "port \"0\" is not a number from 1 to 65535"},
+		{[]string{"nat", "--timeout", "0s"}, 2, "bad --timeout"},
+		{[]string{"nat", "extra"}, 2, "usage: p2pnode nat"},
+		{[]string{"bootstrap", "--stun-alt-ip", "nope"}, 2, "bad --stun-alt-ip"},
+		{[]string{"bootstrap", "--stun-port", "70000"}, 2, "bad --stun-port 70000"},
 		{[]string{"forward"}, 2, "usage: p2pnode forward"},
 		{[]string{"forward", "notapeer:22"}, 2, "notapeer"},
 		{[]string{"forward", id}, 2, "expected PEERID:SERVICE"},
