@@ -12,26 +12,6 @@ import (
 	"github.com/p2pnode/p2pnode/internal/netlab"
 )
 
-// natReport is the part of `p2pnode nat --json` the tests read.
-type natReport struct {
-	UDP struct {
-		PublicAddress  string   `json:"public_address"`
-		Mapping        string   `json:"mapping"`
-		Filtering      string   `json:"filtering"`
-		PortAllocation string   `json:"port_allocation"`
-		Classic        string   `json:"classic"`
-		NotRun         []string `json:"not_run"`
-	} `json:"udp"`
-	TCP struct {
-		Mapping string   `json:"mapping"`
-		NotRun  []string `json:"not_run"`
-	} `json:"tcp"`
-	Servers []struct {
-		Address  string `json:"address"`
-		Answered bool   `json:"answered"`
-	} `json:"servers"`
-}
-
 // natRuns is how many times each router kind is tested: a NAT check that
 // is right by luck (a timeout read as "filtered") shows up as a wrong run.
 const natRuns = 10

@@ -203,3 +203,23 @@ func checkPing(t *testing.T, ctx context.Context, count int, args ...string) {
 		}
 	}
 }
+
+// natReport is the part of `p2pnode nat --json` the tests read.
+type natReport struct {
+	UDP struct {
+		PublicAddress  string   `json:"public_address"`
+		Mapping        string   `json:"mapping"`
+		Filtering      string   `json:"filtering"`
+		PortAllocation string   `json:"port_allocation"`
+		Classic        string   `json:"classic"`
+		NotRun         []string `json:"not_run"`
+	} `json:"udp"`
+	TCP struct {
+		Mapping string   `json:"mapping"`
+		NotRun  []string `json:"not_run"`
+	} `json:"tcp"`
+	Servers []struct {
+		Address  string `json:"address"`
+		Answered bool   `json:"answered"`
+	} `json:"servers"`
+}
