@@ -494,12 +494,13 @@ func TestTeardown(t *testing.T) {
 	if id == "" {
 		// New skipped the subtest (no root or tools), which it does only
 		// when CI is not "true"; under CI it fails the subtest instead.
-		if !t.Failed() && os.Getenv("CI") != "true" {
-			t.Skip("lab was skipped")
+		if t.Failed() {
+			return
 		}
-		if !t.Failed() {
+		if os.Getenv("CI") == "true" {
 			t.Fatal("the lab subtest set up no lab, under CI=true")
 		}
+		t.Skip("lab was skipped")
 		return
 	}
 	assertGone(t, id)
