@@ -140,14 +140,25 @@ type birthday struct {
 	// direct, and the probes this side sent.
 	done func(strategy string, direct bool, probes int)
 
+	// conns fires on every connection that opens or closes (a notifiee):
+	// a direct connection next to a relayed one changes no Connectedness,
+	// so no event of the bus says it came.
+	conns  *broadcast
+	notify network.Notifiee
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
 func newBirthday(h host.Host, nat *natChecker, log *slog.Logger) *birthday {
-	b := &birthday{h: h, log: log, nat: nat, quic: nat.sharedQUICConn}
+	b := &birthday{h: h, log: log, nat: nat, quic: nat.sharedQUICConn, conns: newBroadcast()}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.notify = &network.NotifyBundle{
+		ConnectedF:    func(network.Network, network.Conn) { b.conns.fire() },
+		DisconnectedF: func(network.Network, network.Conn) { b.conns.fire() },
+	}
+	h.Network().Notify(b.notify)
 	h.SetStreamHandler(PunchProtocol, b.handle)
 	return b
 }
@@ -157,6 +168,7 @@ func (b *birthday) Close() {
 	b.h.RemoveStreamHandler(PunchProtocol)
 	b.cancel()
 	b.wg.Wait()
+	b.h.Network().StopNotify(b.notify)
 }
 
 // local is this node's NAT behaviour as the protocol sends it.
@@ -307,11 +319,16 @@ func (b *birthday) hardSide(ctx context.Context, s network.Stream, msgs <-chan p
 	if err := b.h.Network().Listen(laddr); err != nil {
 		return fmt.Errorf("listen for QUIC on the punched port %d: %w", port, err)
 	}
-	b.dropListenerLater(laddr, port)
-	if err := writePunchMsg(s, punchMsg{Type: "listening"}); err != nil {
+	err = writePunchMsg(s, punchMsg{Type: "listening"})
+	if err == nil {
+		err = b.waitDirect(ctx, id)
+	}
+	if err != nil {
+		b.listenClose(laddr)
 		return err
 	}
-	return b.waitDirect(ctx, id)
+	b.dropListenerLater(laddr, port)
+	return nil
 }
 
 // easySide probes the hard side's ports from the QUIC port until one lands,
@@ -344,8 +361,9 @@ func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan p
 			if err != nil {
 				return
 			}
-			if string(buf[:n]) == birthdayAck+ready.Token {
-				acked <- addrPortOf(from)
+			if u, ok := from.(*net.UDPAddr); ok && string(buf[:n]) == birthdayAck+ready.Token {
+				ap := u.AddrPort()
+				acked <- netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 				return
 			}
 		}
@@ -407,6 +425,7 @@ func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan p
 // waitDirect waits until there is a direct connection to id.
 func (b *birthday) waitDirect(ctx context.Context, id peer.ID) error {
 	for {
+		changed := b.conns.wait()
 		for _, c := range b.h.Network().ConnsToPeer(id) {
 			if !c.IsClosed() && !c.Stat().Limited && !isRelayAddr(c.RemoteMultiaddr()) {
 				return nil
@@ -415,30 +434,21 @@ func (b *birthday) waitDirect(ctx context.Context, id peer.ID) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("no direct connection: %w", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+		case <-changed:
 		}
 	}
 }
 
 // dropListenerLater stops listening on the punched port once no connection
-// uses it any more (checked every 30 s), or when the node closes.
+// uses it any more (looked at whenever a connection closes), or when the
+// node closes.
 func (b *birthday) dropListenerLater(laddr ma.Multiaddr, port int) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		defer func() {
-			if sw, ok := b.h.Network().(interface{ ListenClose(...ma.Multiaddr) }); ok {
-				sw.ListenClose(laddr)
-			}
-		}()
-		t := time.NewTicker(30 * time.Second)
-		defer t.Stop()
+		defer b.listenClose(laddr)
 		for {
-			select {
-			case <-b.ctx.Done():
-				return
-			case <-t.C:
-			}
+			changed := b.conns.wait()
 			used := false
 			for _, c := range b.h.Network().Conns() {
 				if p, err := c.LocalMultiaddr().ValueForProtocol(ma.P_UDP); err == nil && p == strconv.Itoa(port) {
@@ -448,8 +458,19 @@ func (b *birthday) dropListenerLater(laddr ma.Multiaddr, port int) {
 			if !used {
 				return
 			}
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-changed:
+			}
 		}
 	}()
+}
+
+func (b *birthday) listenClose(laddr ma.Multiaddr) {
+	if sw, ok := b.h.Network().(interface{ ListenClose(...ma.Multiaddr) }); ok {
+		sw.ListenClose(laddr)
+	}
 }
 
 func openSockets(n int) []*net.UDPConn {
@@ -468,15 +489,6 @@ func randomToken() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func addrPortOf(a net.Addr) netip.AddrPort {
-	if u, ok := a.(*net.UDPAddr); ok {
-		ap := u.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
 }
 
 func writePunchMsg(s network.Stream, m punchMsg) error {

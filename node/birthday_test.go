@@ -1,6 +1,11 @@
 package node
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	ma "github.com/multiformats/go-multiaddr"
+)
 
 func TestPunchStrategy(t *testing.T) {
 	const (
@@ -38,5 +43,26 @@ func TestPunchStrategy(t *testing.T) {
 				t.Errorf("the peer picks %s (hard side its own: %v), this side %s (%v)", other, otherHard, got, hard)
 			}
 		})
+	}
+}
+
+func TestDirectAddrsChanged(t *testing.T) {
+	direct := ma.StringCast("/ip4/203.0.113.9/udp/4001/quic-v1")
+	circuit := ma.StringCast("/ip4/203.0.113.1/tcp/4001/p2p/12D3KooWRATtujoz8BAz4wNJGDM29FYToG8t3UTH1cNK63AK5Ntu/p2p-circuit")
+	cases := []struct {
+		name string
+		e    any
+		want bool
+	}{
+		{"direct address added", event.EvtLocalAddressesUpdated{Current: []event.UpdatedAddress{{Address: direct, Action: event.Added}}}, true},
+		{"direct address removed", event.EvtLocalAddressesUpdated{Removed: []event.UpdatedAddress{{Address: direct, Action: event.Removed}}}, true},
+		{"only maintained", event.EvtLocalAddressesUpdated{Current: []event.UpdatedAddress{{Address: direct, Action: event.Maintained}}}, false},
+		{"only a relay address", event.EvtLocalAddressesUpdated{Current: []event.UpdatedAddress{{Address: circuit, Action: event.Added}}}, false},
+		{"another event", "not an address update", false},
+	}
+	for _, c := range cases {
+		if got := directAddrsChanged(c.e); got != c.want {
+			t.Errorf("%s: directAddrsChanged = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

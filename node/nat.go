@@ -90,20 +90,54 @@ func (c *natChecker) Start(joined <-chan struct{}) {
 			c.log.Debug("NAT check (mapping)", "error", err)
 		}
 		qcancel()
+		// Address changes come in bursts (every observed address, every
+		// relay reservation): they are coalesced into one check at most
+		// every natChangeMinInterval.
+		var pending <-chan time.Time
 		for {
 			ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
 			if _, err := c.Check(ctx); err != nil && c.ctx.Err() == nil {
 				c.log.Debug("NAT check", "error", err)
 			}
 			cancel()
-			select {
-			case <-t.C:
-			case <-changes:
-			case <-c.ctx.Done():
-				return
+			last := c.clk.Now()
+		wait:
+			for {
+				select {
+				case <-t.C:
+					break wait
+				case <-pending:
+					pending = nil
+					break wait
+				case e := <-changes:
+					if pending == nil && directAddrsChanged(e) {
+						pending = c.clk.After(max(0, natChangeMinInterval-c.clk.Since(last)))
+					}
+				case <-c.ctx.Done():
+					return
+				}
 			}
 		}
 	}()
+}
+
+// natChangeMinInterval spaces the checks that address changes start.
+const natChangeMinInterval = 2 * time.Minute
+
+// directAddrsChanged says whether an address update added or removed a
+// direct address (not a relay's /p2p-circuit one): what a new network
+// looks like.
+func directAddrsChanged(e any) bool {
+	u, ok := e.(event.EvtLocalAddressesUpdated)
+	if !ok {
+		return false
+	}
+	for _, a := range append(slices.Clone(u.Current), u.Removed...) {
+		if a.Action != event.Maintained && !isRelayAddr(a.Address) {
+			return true
+		}
+	}
+	return false
 }
 
 // Close stops the background checks and waits for them.
