@@ -102,12 +102,17 @@ func TestNATThroughDaemon(t *testing.T) {
 	h := ln.lab.AddSite("s", netlab.NATPortRestricted).AddHost("srv")
 	srv, _ := ln.serveIn(t, ctx, h, newNode(t, ctx).id)
 
+	// The daemon checks its mapping first (classic "unknown" until the
+	// filtering is tested), then everything.
 	var st statusJSON
-	if !waitFor(30*time.Second, func() bool { st, _ = statusOf(t, ctx, srv); return st.NAT != nil }) {
-		t.Fatal("status --json has no NAT check 30 s after serve joined")
+	if !waitFor(30*time.Second, func() bool {
+		st, _ = statusOf(t, ctx, srv)
+		return st.NAT != nil && st.NAT.UDP.Classic != "unknown"
+	}) {
+		t.Fatalf("status --json has no full NAT check 30 s after serve joined: %+v", st.NAT)
 	}
-	if st.NAT.UDP.Classic != "unknown" && st.NAT.UDP.Classic != "port-restricted cone" {
-		t.Errorf("the daemon's own NAT check says %q", st.NAT.UDP.Classic)
+	if st.NAT.UDP.Classic != "port-restricted cone" || st.NAT.UDP.Mapping != "endpoint-independent" {
+		t.Errorf("the daemon's own NAT check says %q (mapping %s), want port-restricted cone", st.NAT.UDP.Classic, st.NAT.UDP.Mapping)
 	}
 	if len(st.BootstrapPeers) != 1 || st.BootstrapPeers[0].Relay != "yes" {
 		t.Errorf("status bootstrap peers %+v, want one that offers a relay", st.BootstrapPeers)
