@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 )
 
 // Default timeouts of a [Server].
@@ -104,7 +105,10 @@ type Server struct {
 	// draining: Shutdown has begun; no new stream is taken. Guarded by mu.
 	draining bool
 	streams  map[network.Stream]struct{} // open streams; guarded by mu
-	wg       sync.WaitGroup              // one per running handler
+	// ended: peers whose forward streams ended while draining, whose last
+	// frames Shutdown waits to see delivered. Guarded by mu.
+	ended map[peer.ID]struct{}
+	wg    sync.WaitGroup // one per running handler
 }
 
 // NewServer validates services (see [ValidateServices]) and registers the
@@ -142,6 +146,7 @@ func NewServer(h host.Host, services []Service, opts ...ServerOption) (*Server, 
 		allow:    make(map[string]map[peer.ID]struct{}, len(services)),
 		cfg:      cfg,
 		streams:  make(map[network.Stream]struct{}),
+		ended:    make(map[peer.ID]struct{}),
 	}
 	for _, svc := range services {
 		svc = svc.clone()
@@ -190,6 +195,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.flush(ctx)
 		_ = s.Close()
 		return nil
 	case <-ctx.Done():
@@ -197,6 +203,46 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+// flushTimeout bounds how long Shutdown waits for a peer to confirm it got
+// the last frames of its streams.
+const flushTimeout = 2 * time.Second
+
+// flush waits until every peer whose stream ended while draining has
+// received that stream's last frames. yamux queues a stream's data and FIN
+// for its send loop, and closing the session (the host, once Shutdown
+// returns) drops what is still queued: the peer then sees its stream reset
+// instead of ended. A ping (go-libp2p's /ipfs/ping/1.0.0) opens a stream
+// behind those frames, so its answer means they arrived. Peers that do not
+// answer within flushTimeout (or ctx) are left as they are.
+func (s *Server) flush(ctx context.Context) {
+	s.mu.Lock()
+	peers := make([]peer.ID, 0, len(s.ended))
+	for p := range s.ended {
+		peers = append(peers, p)
+	}
+	s.mu.Unlock()
+	if len(peers) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		if s.host.Network().Connectedness(p) != network.Connected {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-ping.Ping(ctx, s.host, p):
+			case <-ctx.Done():
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // Close removes the stream handler, aborts target dials, resets every open
@@ -242,6 +288,9 @@ func (s *Server) track(str network.Stream) bool {
 func (s *Server) untrack(str network.Stream) {
 	s.mu.Lock()
 	delete(s.streams, str)
+	if s.draining {
+		s.ended[str.Conn().RemotePeer()] = struct{}{}
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }

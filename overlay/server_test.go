@@ -403,3 +403,51 @@ func TestServerShutdown(t *testing.T) {
 		t.Fatal("Shutdown did not return after the last stream closed")
 	}
 }
+
+// TestServerShutdownDeliversTheEnd: the process exits (the host closes) as
+// soon as Shutdown returns, and yet the peer of the last stream reads the
+// whole answer and its end, not a reset. Without Shutdown's flush, the
+// session's close dropped the queued end (yamux) or aborted the connection
+// before it was delivered (QUIC) within the first few rounds.
+func TestServerShutdownDeliversTheEnd(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			echoAddr := startTarget(t, echo)
+			for i := range 30 {
+				f := newFixture(t, tr, onlyService("echo", echoAddr))
+				ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+				s, err := Dial(ctx, f.client, f.server.ID(), "echo")
+				if err != nil {
+					cancel()
+					t.Fatal(err)
+				}
+				done := make(chan error, 1)
+				go func() {
+					err := f.srv.Shutdown(ctx)
+					_ = f.server.Close()
+					done <- err
+				}()
+				if !waitUntil(testTimeout, func() bool {
+					f.srv.mu.Lock()
+					defer f.srv.mu.Unlock()
+					return f.srv.draining
+				}) {
+					t.Fatal("Shutdown did not begin")
+				}
+				const word = "the last words"
+				if _, err := s.Write([]byte(word)); err != nil {
+					t.Fatalf("round %d: write: %v", i, err)
+				}
+				_ = s.CloseWrite()
+				got, err := io.ReadAll(s)
+				if err != nil || string(got) != word {
+					t.Fatalf("round %d: the peer read %q, %v; want %q and its end", i, got, err, word)
+				}
+				if err := <-done; err != nil {
+					t.Fatalf("round %d: Shutdown = %v", i, err)
+				}
+				cancel()
+			}
+		})
+	}
+}
