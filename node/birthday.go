@@ -12,6 +12,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/p2pnode/p2pnode/node/natcheck"
 )
@@ -85,9 +87,18 @@ type punchMsg struct {
 	Filtering string `json:"filtering,omitempty"`
 	// QUIC is the sender's QUIC socket's public IP:port (from its NAT
 	// check); IP is its public IP.
-	QUIC   string `json:"quic,omitempty"`
+	QUIC string `json:"quic,omitempty"`
+	// TCP is the sender's TCP mapping behaviour (natcheck's names; unknown
+	// when its last check did not test TCP), or empty when it does not
+	// listen for TCP. Both sides' decide whether DCUtR punches TCP first
+	// (tcpPunchable). Older p2pnode peers do not send it.
+	TCP    string `json:"tcp,omitempty"`
 	Token  string `json:"token,omitempty"`
 	Reason string `json:"reason,omitempty"`
+
+	// tcpAddr is this node's TCP public address from its NAT check (not
+	// sent: DCUtR carries addresses, see punchFilter).
+	tcpAddr string
 }
 
 func hardMapping(m string) bool {
@@ -130,12 +141,43 @@ func punchStrategy(mine, theirs punchMsg) (strategy string, hardIsMine bool) {
 	return strategyBirthday, hardIsMine
 }
 
+// tcpPunchable reports whether a peer's NAT, as m describes it, lets a TCP
+// hole punch through: it listens for TCP, and its NAT maps TCP (or, when
+// TCP was not tested, UDP: home routers treat both alike) to one public
+// port for every destination, so the port DCUtR was told is the one the
+// other side's SYN must reach.
+func tcpPunchable(m punchMsg) bool {
+	switch m.TCP {
+	case string(natcheck.EndpointIndependent):
+		return true
+	case string(natcheck.Unknown):
+		return m.Mapping == string(natcheck.EndpointIndependent)
+	}
+	return false
+}
+
+// tcpMultiaddr is the multiaddr of a TCP IP:port (nil for "" or a bad one).
+func tcpMultiaddr(addr string) ma.Multiaddr {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil
+	}
+	a, err := manet.FromNetAddr(net.TCPAddrFromAddrPort(ap))
+	if err != nil {
+		return nil
+	}
+	return a
+}
+
 // birthday runs PunchProtocol for a node: the handler, and attempts.
 type birthday struct {
 	h    host.Host
 	log  *slog.Logger
 	nat  *natChecker
 	quic func() (net.PacketConn, error) // the QUIC port, for non-QUIC packets
+	// filter makes the next DCUtR attempt TCP-only when both peers can
+	// punch TCP.
+	filter *punchFilter
 	// done records each attempt (metrics): the strategy, whether it went
 	// direct, and the probes this side sent.
 	done func(strategy string, direct bool, probes int)
@@ -151,8 +193,8 @@ type birthday struct {
 	wg     sync.WaitGroup
 }
 
-func newBirthday(h host.Host, nat *natChecker, log *slog.Logger) *birthday {
-	b := &birthday{h: h, log: log, nat: nat, quic: nat.sharedQUICConn, conns: newBroadcast()}
+func newBirthday(h host.Host, nat *natChecker, filter *punchFilter, log *slog.Logger) *birthday {
+	b := &birthday{h: h, log: log, nat: nat, quic: nat.sharedQUICConn, filter: filter, conns: newBroadcast()}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.notify = &network.NotifyBundle{
 		ConnectedF:    func(network.Network, network.Conn) { b.conns.fire() },
@@ -174,12 +216,20 @@ func (b *birthday) Close() {
 // local is this node's NAT behaviour as the protocol sends it.
 func (b *birthday) local(ctx context.Context) punchMsg {
 	m := punchMsg{Type: "nat", Mapping: string(natcheck.Unknown), Filtering: string(natcheck.Unknown)}
+	listensTCP := slices.ContainsFunc(b.h.Network().ListenAddresses(), isDirectTCP)
+	if listensTCP {
+		m.TCP = string(natcheck.Unknown)
+	}
 	rep, err := b.nat.Mapping(ctx)
 	if err != nil {
 		b.log.Debug("hole punch: no NAT check", "error", err)
 		return m
 	}
 	m.Mapping, m.Filtering = string(rep.UDP.Mapping), string(rep.UDP.Filtering)
+	if listensTCP && rep.TCP.Mapping != "" {
+		m.TCP = string(rep.TCP.Mapping)
+		m.tcpAddr = rep.TCP.PublicAddress
+	}
 	// The public address is the QUIC port's only when the check ran on it,
 	// that is when the node listens for QUIC; without QUIC, no birthday.
 	if c, err := b.quic(); err == nil {
@@ -227,6 +277,10 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool) {
 		return strategyDCUtR, false
 	}
 	strategy, hard := punchStrategy(mine, theirs)
+	if strategy == strategyDCUtR && b.filter != nil && tcpPunchable(mine) && tcpPunchable(theirs) {
+		b.filter.arm(id, tcpMultiaddr(mine.tcpAddr))
+		b.log.Debug("hole punch: DCUtR tries TCP first", "peer", id)
+	}
 	if strategy != strategyBirthday {
 		if b.done != nil {
 			b.done(strategy, false, 0)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -185,7 +186,7 @@ func (c *natChecker) check(ctx context.Context, mappingOnly, store bool, extra .
 	if len(servers) == 0 {
 		return natcheck.Report{}, errors.New("no STUN server known: no bootstrap peer announced one, and none was given with --stun HOST:PORT")
 	}
-	cfg := natcheck.Config{Servers: servers, MappingOnly: mappingOnly}
+	cfg := natcheck.Config{Servers: servers, MappingOnly: mappingOnly, TCPPort: c.tcpListenPort()}
 	if conn, err := c.sharedQUICConn(); err == nil {
 		defer conn.Close()
 		cfg.Conn = conn
@@ -210,6 +211,31 @@ func (c *natChecker) check(ctx context.Context, mappingOnly, store bool, extra .
 	c.log.Info("NAT check", "udp_public_address", rep.UDP.PublicAddress, "mapping", rep.UDP.Mapping,
 		"filtering", rep.UDP.Filtering, "classic", rep.UDP.Classic)
 	return rep, nil
+}
+
+// tcpListenPort is the port of the node's first IPv4 TCP listen address
+// (bound: not 0), or 0 when it has none. go-libp2p's TCP transport dials
+// from it (SO_REUSEPORT), so the NAT check tests TCP from it too.
+func (c *natChecker) tcpListenPort() uint16 {
+	for _, a := range c.h.Network().ListenAddresses() {
+		if !isDirectTCP(a) {
+			continue
+		}
+		if _, err := a.ValueForProtocol(ma.P_WS); err == nil {
+			continue
+		}
+		if _, err := a.ValueForProtocol(ma.P_IP4); err != nil {
+			continue
+		}
+		v, err := a.ValueForProtocol(ma.P_TCP)
+		if err != nil {
+			continue
+		}
+		if port, err := strconv.ParseUint(v, 10, 16); err == nil && port != 0 {
+			return uint16(port)
+		}
+	}
+	return 0
 }
 
 // sharedQUICConn is a packet conn on the node's first IPv4 QUIC listen

@@ -213,7 +213,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, clk: cfg.clock, routing: newKadRouting(cfg)}
 	tracer := newPunchTracer(cfg.Logger)
-	opts, rm, err := hostOptions(cfg, n.routing, tracer)
+	filter := newPunchFilter(time.Now)
+	opts, rm, err := hostOptions(cfg, n.routing, tracer, filter)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +226,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.Host, n.DHT = h, n.routing.kad
 	n.routing.listening.Store(true)
-	if err := n.startServices(tracer); err != nil {
+	if err := n.startServices(tracer, filter); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -264,7 +265,7 @@ func withDefaults(cfg Config) (Config, error) {
 
 // hostOptions are the libp2p options of a node's host. The resource manager
 // is returned too, for the caller to close if libp2p.New fails.
-func hostOptions(cfg Config, kr *kadRouting, tracer *punchTracer) ([]libp2p.Option, network.ResourceManager, error) {
+func hostOptions(cfg Config, kr *kadRouting, tracer *punchTracer, filter *punchFilter) ([]libp2p.Option, network.ResourceManager, error) {
 	rm, err := newResourceManager(cfg.StreamLimits, cfg.MaxPeers)
 	if err != nil {
 		return nil, nil, err
@@ -296,7 +297,8 @@ func hostOptions(cfg Config, kr *kadRouting, tracer *punchTracer) ([]libp2p.Opti
 		// reservations and their circuit addresses are the reserver's
 		// (reserve.go says why not AutoRelay's).
 		libp2p.EnableRelay(),
-		libp2p.EnableHolePunching(holepunch.DirectDialTimeout(directDialTimeout), holepunch.WithTracer(tracer)),
+		libp2p.EnableHolePunching(holepunch.DirectDialTimeout(directDialTimeout), holepunch.WithTracer(tracer),
+			holepunch.WithAddrFilter(filter)),
 		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
 		libp2p.Routing(kr.construct),
 	}
@@ -325,7 +327,7 @@ func clientOnlyAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
 // startServices builds and starts the node's services on its host. The
 // reachability tracker starts first, so that its "since" counts from the
 // start and the reserver reads a verdict from its first look.
-func (n *Node) startServices(tracer *punchTracer) error {
+func (n *Node) startServices(tracer *punchTracer, filter *punchFilter) error {
 	cfg, h := n.cfg, n.Host
 	n.reach = newReachTracker(h, n.log, n.clk)
 	n.reach.Start()
@@ -341,7 +343,7 @@ func (n *Node) startServices(tracer *punchTracer) error {
 		n.nat.Start(n.join.firstConnected)
 	}
 	if !cfg.NoPunchProtocol {
-		n.bday = newBirthday(h, n.nat, n.log)
+		n.bday = newBirthday(h, n.nat, filter, n.log)
 		n.bday.done = func(strategy string, direct bool, probes int) { n.metrics.punchNegotiated(strategy, direct, probes) }
 		n.punch.negotiate = n.bday.try
 	}

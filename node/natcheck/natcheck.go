@@ -68,9 +68,16 @@ type Config struct {
 	// default 4.
 	Samples int
 	// MappingOnly runs only the UDP mapping tests (a few answered
-	// transactions, no timeout to wait for): what a hole punch needs to
-	// pick its strategy, in a round trip or two.
+	// transactions, no timeout to wait for), and, alongside them, one STUN
+	// over TCP binding for the TCP public address: what a hole punch needs
+	// to pick its strategy and its addresses, in a round trip or two.
 	MappingOnly bool
+	// TCPPort is the local port the TCP tests dial from, with SO_REUSEPORT
+	// next to its listener: a node's libp2p TCP listen port, from which
+	// go-libp2p's TCP transport dials too (hole punches included), so that
+	// the public address found is the one a TCP hole punch uses. 0: an
+	// ephemeral port.
+	TCPPort uint16
 }
 
 // Report is what the tests found. Its JSON form is `p2pnode nat --json`'s.
@@ -185,6 +192,14 @@ func (r *run) do(ctx context.Context) (Report, error) {
 		return r.rep, ctx.Err()
 	}
 	u.PublicAddress = r.first.mapped.String()
+	var tcpDone chan TCPReport
+	if r.cfg.MappingOnly {
+		// The TCP address costs a TCP handshake and a transaction to the
+		// same server; done while the UDP tests run, it adds no time. The
+		// goroutine ends within Wait even when nobody reads its result.
+		tcpDone = make(chan TCPReport, 1)
+		go func() { tcpDone <- tcpAddress(ctx, r.primary, r.cfg.TCPPort, r.cfg.Wait) }()
+	}
 	noNAT := isLocal(r.first.mapped, r.main)
 	mapping := func(ctx context.Context) error { return r.mapping(ctx, noNAT) }
 	steps := []func(context.Context) error{r.filtering, mapping, r.portAllocation, r.hairpinning}
@@ -197,7 +212,9 @@ func (r *run) do(ctx context.Context) (Report, error) {
 		}
 	}
 	u.Classic = classic(noNAT, u.Mapping, u.Filtering)
-	if !r.cfg.MappingOnly {
+	if r.cfg.MappingOnly {
+		r.rep.TCP = <-tcpDone
+	} else {
 		r.tcpMapping(ctx)
 	}
 	r.rep.Meaning = meaning(u)

@@ -2,6 +2,8 @@ package natcheck
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-reuseport"
 	"github.com/pion/stun/v3"
 )
 
@@ -223,5 +226,75 @@ func TestPortAllocation(t *testing.T) {
 		if got := portAllocation(c.local, c.public); got != c.want {
 			t.Errorf("portAllocation(%v, %v) = %q, want %q", c.local, c.public, got, c.want)
 		}
+	}
+}
+
+// startTCPSTUN answers STUN Binding requests over TCP (RFC 5389 section
+// 7.2.2) on addr with the connection's source address.
+func startTCPSTUN(t *testing.T, addr netip.AddrPort) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", addr.String())
+	if err != nil {
+		t.Fatalf("STUN over TCP on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				head := make([]byte, 20)
+				if _, err := io.ReadFull(c, head); err != nil {
+					return
+				}
+				raw := append(head, make([]byte, binary.BigEndian.Uint16(head[2:4]))...)
+				if _, err := io.ReadFull(c, raw[20:]); err != nil {
+					return
+				}
+				req := &stun.Message{Raw: raw}
+				if req.Decode() != nil {
+					return
+				}
+				from := addrPortOf(c.RemoteAddr())
+				res := stun.MustBuild(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+					&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())})
+				_, _ = c.Write(res.Raw)
+			}()
+		}
+	}()
+}
+
+// TestMappingOnlyTCPAddress: a mapping-only check also finds the TCP
+// public address, of the port given (dialled from next to a listener on
+// it, as libp2p's TCP transport does), and says there is no NAT on
+// loopback.
+func TestMappingOnlyTCPAddress(t *testing.T) {
+	primary := startFake(t, &virtualNAT{none: true, filtering: EndpointIndependent}, false)
+	startTCPSTUN(t, primary)
+	var lc net.ListenConfig
+	lc.Control = reuseport.Control
+	ln, err := lc.Listen(context.Background(), "tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, Config{Servers: []netip.AddrPort{primary}, MappingOnly: true, TCPPort: port, Wait: 400 * time.Millisecond, RTO: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String()
+	if rep.TCP.PublicAddress != want || rep.TCP.Mapping != EndpointIndependent {
+		t.Errorf("TCP public address %q, mapping %s (not run: %v); want %s, endpoint-independent",
+			rep.TCP.PublicAddress, rep.TCP.Mapping, rep.TCP.NotRun, want)
+	}
+	if rep.UDP.Mapping != EndpointIndependent {
+		t.Errorf("UDP mapping %s, want endpoint-independent", rep.UDP.Mapping)
 	}
 }

@@ -38,7 +38,7 @@ func (r *run) tcpMapping(ctx context.Context) {
 	if !primary.IsValid() {
 		return
 	}
-	first, local, err := tcpBinding(ctx, netip.AddrPort{}, primary, r.cfg.Wait)
+	first, local, err := tcpBinding(ctx, netip.AddrPortFrom(netip.IPv4Unspecified(), r.cfg.TCPPort), primary, r.cfg.Wait)
 	if err != nil {
 		t.NotRun = append(t.NotRun, fmt.Sprintf("mapping: no STUN over TCP from %s: %v", primary, err))
 		return
@@ -85,6 +85,23 @@ func (r *run) tcpMapping(ctx context.Context) {
 	default:
 		t.NotRun = append(t.NotRun, "mapping: endpoint-independent or address-dependent: telling them apart needs a STUN server with another IP address")
 	}
+}
+
+// tcpAddress is the TCP part of a mapping-only check: the public address of
+// local port port (0: an ephemeral one) as server sees it. The mapping is
+// left unknown unless there is no NAT.
+func tcpAddress(ctx context.Context, server netip.AddrPort, port uint16, wait time.Duration) TCPReport {
+	t := TCPReport{Mapping: Unknown}
+	b, local, err := tcpBinding(ctx, netip.AddrPortFrom(netip.IPv4Unspecified(), port), server, wait)
+	if err != nil {
+		t.NotRun = append(t.NotRun, fmt.Sprintf("address: no STUN over TCP from %s: %v", server, err))
+		return t
+	}
+	t.PublicAddress = b.mapped.String()
+	if b.mapped == local || local.Addr().IsUnspecified() && b.mapped.Port() == local.Port() && isLocalIP(b.mapped.Addr()) {
+		t.Mapping = EndpointIndependent
+	}
+	return t
 }
 
 // tcpBinding dials server from local (port 0: any) with SO_REUSEPORT, so
