@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -92,13 +93,18 @@ type punchMsg struct {
 	// when its last check did not test TCP), or empty when it does not
 	// listen for TCP. Both sides' decide whether DCUtR punches TCP first
 	// (tcpPunchable). Older p2pnode peers do not send it.
-	TCP    string `json:"tcp,omitempty"`
-	Token  string `json:"token,omitempty"`
-	Reason string `json:"reason,omitempty"`
-
-	// tcpAddr is this node's TCP public address from its NAT check (not
-	// sent: DCUtR carries addresses, see punchFilter).
-	tcpAddr string
+	TCP string `json:"tcp,omitempty"`
+	// Redial: the sender's DCUtR was not ready when the relayed
+	// connection it carries this stream on opened (go-libp2p issue
+	// #3024), so DCUtR will not start on it; it is ready now, and a new
+	// relayed connection from the other side starts it.
+	Redial bool `json:"redial,omitempty"`
+	// TCPAddr is the sender's TCP public IP:port (its NAT check's, for its
+	// libp2p listen port), which DCUtR may not know: a node that joined
+	// over QUIC has no observed TCP address (see punchFilter).
+	TCPAddr string `json:"tcp_addr,omitempty"`
+	Token   string `json:"token,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 func hardMapping(m string) bool {
@@ -188,16 +194,30 @@ type birthday struct {
 	conns  *broadcast
 	notify network.Notifiee
 
+	// missed: peers whose inbound relayed connection opened before this
+	// node's DCUtR handler existed (go-libp2p's holepunch registers it
+	// only once a public address is observed, and then ignores the
+	// connections opened before). Bounded by missedMax.
+	missedMu sync.Mutex
+	missed   map[peer.ID]struct{}
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
 func newBirthday(h host.Host, nat *natChecker, filter *punchFilter, log *slog.Logger) *birthday {
-	b := &birthday{h: h, log: log, nat: nat, quic: nat.sharedQUICConn, filter: filter, conns: newBroadcast()}
+	b := &birthday{h: h, log: log, nat: nat, quic: nat.sharedQUICConn, filter: filter, conns: newBroadcast(),
+		missed: make(map[peer.ID]struct{})}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.notify = &network.NotifyBundle{
-		ConnectedF:    func(network.Network, network.Conn) { b.conns.fire() },
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			b.noteMissed(c)
+			if !isRelayAddr(c.RemoteMultiaddr()) {
+				filter.disarm(c.RemotePeer())
+			}
+			b.conns.fire()
+		},
 		DisconnectedF: func(network.Network, network.Conn) { b.conns.fire() },
 	}
 	h.Network().Notify(b.notify)
@@ -211,6 +231,35 @@ func (b *birthday) Close() {
 	b.cancel()
 	b.wg.Wait()
 	b.h.Network().StopNotify(b.notify)
+}
+
+// missedMax bounds the peers remembered in birthday.missed: one entry per
+// inbound relayed connection in a node's first seconds.
+const missedMax = 1024
+
+// noteMissed remembers the peer of an inbound relayed connection that
+// opened before this node's DCUtR handler existed: go-libp2p's holepunch
+// starts DCUtR on inbound relayed connections only, and only on those
+// that open after it is ready.
+func (b *birthday) noteMissed(c network.Conn) {
+	if c.Stat().Direction != network.DirInbound || !isRelayAddr(c.RemoteMultiaddr()) || hasHandler(b.h, holepunch.Protocol) {
+		return
+	}
+	b.missedMu.Lock()
+	defer b.missedMu.Unlock()
+	if len(b.missed) < missedMax {
+		b.missed[c.RemotePeer()] = struct{}{}
+	}
+}
+
+// takeMissed reports whether DCUtR missed id's relayed connection, and
+// forgets it.
+func (b *birthday) takeMissed(id peer.ID) bool {
+	b.missedMu.Lock()
+	defer b.missedMu.Unlock()
+	_, ok := b.missed[id]
+	delete(b.missed, id)
+	return ok
 }
 
 // local is this node's NAT behaviour as the protocol sends it.
@@ -228,7 +277,7 @@ func (b *birthday) local(ctx context.Context) punchMsg {
 	m.Mapping, m.Filtering = string(rep.UDP.Mapping), string(rep.UDP.Filtering)
 	if listensTCP && rep.TCP.Mapping != "" {
 		m.TCP = string(rep.TCP.Mapping)
-		m.tcpAddr = rep.TCP.PublicAddress
+		m.TCPAddr = rep.TCP.PublicAddress
 	}
 	// The public address is the QUIC port's only when the check ran on it,
 	// that is when the node listens for QUIC; without QUIC, no birthday.
@@ -241,13 +290,14 @@ func (b *birthday) local(ctx context.Context) punchMsg {
 
 // try negotiates with id over the relayed connection and, when the pair
 // needs it, runs the birthday method as either side. It returns the
-// strategy chosen and, for birthday, whether a direct connection resulted.
-func (b *birthday) try(ctx context.Context, id peer.ID) (strategy string, direct bool) {
+// strategy chosen, for birthday whether a direct connection resulted, and
+// whether id asked for a new relayed connection (punchMsg.Redial).
+func (b *birthday) try(ctx context.Context, id peer.ID) (strategy string, direct, redial bool) {
 	ctx, cancel := context.WithTimeout(ctx, birthdayTimeout)
 	defer cancel()
 	s, err := b.h.NewStream(network.WithAllowLimitedConn(ctx, "p2pnode: hole punch"), id, PunchProtocol)
 	if err != nil {
-		return strategyDCUtR, false // an older peer: DCUtR alone
+		return strategyDCUtR, false, false // an older peer: DCUtR alone
 	}
 	defer s.Close()
 	return b.run(ctx, s)
@@ -257,35 +307,42 @@ func (b *birthday) handle(s network.Stream) {
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(b.ctx, birthdayTimeout)
 	defer cancel()
-	strategy, direct := b.run(ctx, s)
+	strategy, direct, _ := b.run(ctx, s)
 	b.log.Debug("hole punch negotiated", "peer", s.Conn().RemotePeer(), "strategy", strategy, "direct", direct)
 }
 
-// run is both sides of the protocol on s.
-func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool) {
+// run is both sides of the protocol on s; it returns what try does.
+func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool, bool) {
 	if d, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(d)
 	}
 	id := s.Conn().RemotePeer()
 	msgs := readPunchMsgs(s)
 	mine := b.local(ctx)
+	if b.takeMissed(id) {
+		// Ask for a new relayed connection once DCUtR is ready, or the
+		// new one would be missed too.
+		wctx, cancel := context.WithTimeout(ctx, dcutrReadyTimeout)
+		mine.Redial = waitHandler(wctx, b.h, holepunch.Protocol)
+		cancel()
+	}
 	if err := writePunchMsg(s, mine); err != nil {
-		return strategyDCUtR, false
+		return strategyDCUtR, false, false
 	}
 	theirs, ok := <-msgs
 	if !ok || theirs.Type != "nat" {
-		return strategyDCUtR, false
+		return strategyDCUtR, false, false
 	}
 	strategy, hard := punchStrategy(mine, theirs)
 	if strategy == strategyDCUtR && b.filter != nil && tcpPunchable(mine) && tcpPunchable(theirs) {
-		b.filter.arm(id, tcpMultiaddr(mine.tcpAddr))
+		b.filter.arm(id, tcpMultiaddr(mine.TCPAddr), tcpMultiaddr(theirs.TCPAddr))
 		b.log.Debug("hole punch: DCUtR tries TCP first", "peer", id)
 	}
 	if strategy != strategyBirthday {
 		if b.done != nil {
 			b.done(strategy, false, 0)
 		}
-		return strategy, false
+		return strategy, false, theirs.Redial
 	}
 	var err error
 	probes := 0
@@ -300,9 +357,9 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool) {
 	if err != nil {
 		b.log.Info("birthday hole punch failed", "peer", id, "role", map[bool]string{true: "hard", false: "easy"}[hard], "error", err)
 		_ = writePunchMsg(s, punchMsg{Type: "fail", Reason: err.Error()})
-		return strategy, false
+		return strategy, false, theirs.Redial
 	}
-	return strategy, true
+	return strategy, true, false
 }
 
 // hardSide opens the mappings, waits for a probe to land on one, and

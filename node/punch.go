@@ -78,8 +78,10 @@ type puncher struct {
 	pathTo  func(peer.ID) Path
 	punched func(direct bool, took time.Duration) // metrics; may be nil
 	// negotiate runs PunchProtocol with the peer first (nil: DCUtR only);
-	// it returns the strategy and whether it made the path direct.
-	negotiate func(ctx context.Context, id peer.ID) (strategy string, direct bool)
+	// it returns the strategy, whether it made the path direct, and
+	// whether the peer asks for a new relayed connection (its DCUtR missed
+	// this one).
+	negotiate func(ctx context.Context, id peer.ID) (strategy string, direct, redial bool)
 
 	conns  *broadcast // fires on every new connection
 	notify network.Notifiee
@@ -225,8 +227,11 @@ func (p *puncher) upgrade(ctx context.Context, id peer.ID) Path {
 	start := p.clk.Now()
 	p.tracer.watch(id)
 	defer p.tracer.unwatch(id)
+	redial := false
 	if p.negotiate != nil {
-		strategy, direct := p.negotiate(ctx, id)
+		var strategy string
+		var direct bool
+		strategy, direct, redial = p.negotiate(ctx, id)
 		switch {
 		case direct || p.pathTo(id) == PathDirect:
 			took := p.clk.Since(start)
@@ -243,10 +248,10 @@ func (p *puncher) upgrade(ctx context.Context, id peer.ID) Path {
 		}
 	}
 	failedBefore, _ := p.tracer.failures(id)
-	hadHandler := p.hasProtocol(holepunch.Protocol)
+	hadHandler := hasHandler(p.h, holepunch.Protocol)
 	if !hadHandler {
 		wctx, cancel := p.clk.WithTimeout(ctx, dcutrReadyTimeout)
-		ready := p.waitProtocol(wctx, holepunch.Protocol)
+		ready := waitHandler(wctx, p.h, holepunch.Protocol)
 		cancel()
 		if !ready {
 			p.log.Warn("cannot hole punch: no public address observed for this node yet; staying relayed", "peer", id)
@@ -260,10 +265,11 @@ func (p *puncher) upgrade(ctx context.Context, id peer.ID) Path {
 	pctx, pcancel := p.clk.WithTimeout(network.WithAllowLimitedConn(ctx, "p2pnode: hole punch"), time.Duration(rounds)*punchTimeout)
 	defer pcancel()
 	for round := 1; ; round++ {
-		if !hadHandler || round > 1 {
+		if !hadHandler || redial || round > 1 {
 			// The remote asked for DCUtR when the relayed connection
 			// opened, and will not ask again on that connection (before
-			// our handler existed, it could not even ask). A new relayed
+			// our handler existed, it could not even ask; before its own
+			// existed, it did not: then it says redial). A new relayed
 			// connection makes it ask again (an attempt still in flight,
 			// say a connection reversal, carries on: go-libp2p runs one
 			// attempt per peer at a time).
@@ -390,14 +396,15 @@ func (p *puncher) waitDirect(ctx context.Context, id peer.ID, failedBefore int) 
 	}
 }
 
-func (p *puncher) hasProtocol(proto protocol.ID) bool {
-	return slices.Contains(p.h.Mux().Protocols(), proto)
+// hasHandler reports whether h has a stream handler for proto.
+func hasHandler(h host.Host, proto protocol.ID) bool {
+	return slices.Contains(h.Mux().Protocols(), proto)
 }
 
-// waitProtocol waits until this node has a handler for proto.
-func (p *puncher) waitProtocol(ctx context.Context, proto protocol.ID) bool {
-	has := func() bool { return p.hasProtocol(proto) }
-	sub, err := p.h.EventBus().Subscribe(new(event.EvtLocalProtocolsUpdated))
+// waitHandler waits until h has a stream handler for proto, or ctx ends.
+func waitHandler(ctx context.Context, h host.Host, proto protocol.ID) bool {
+	has := func() bool { return hasHandler(h, proto) }
+	sub, err := h.EventBus().Subscribe(new(event.EvtLocalProtocolsUpdated))
 	if err != nil {
 		return has()
 	}

@@ -32,33 +32,39 @@ const tcpFirstTTL = punchRetryInterval
 //
 // Each side calls FilterLocal once at the start of every attempt (the
 // initiator before its CONNECT, the responder before answering it), then
-// FilterRemote for the addresses the other side sent.
+// FilterRemote for the addresses the other side sent. DCUtR may start
+// before both sides have armed (the initiator starts it when the relayed
+// connection opens); one armed side is enough, because it adds the other's
+// TCP public address (from the negotiation) to what it dials, and the
+// unarmed side dials the TCP addresses it was sent: TCP against TCP.
 type punchFilter struct {
 	now func() time.Time
 
 	mu    sync.Mutex
 	armed map[peer.ID]armed
 	// current: the attempt in flight with this peer is TCP-only.
-	current map[peer.ID]bool
+	current map[peer.ID]ma.Multiaddr // the peer's address from arm, or nil
 }
 
 // armed is a TCP-first attempt to come.
 type armed struct {
 	until time.Time
-	// addr is this node's TCP public address as its NAT check found it,
-	// or nil. A node that joined over QUIC has no observed TCP address
-	// (identify observes the connection it runs on), so without it DCUtR
-	// would have no TCP address to offer.
-	addr ma.Multiaddr
+	// local and remote are this node's and the peer's TCP public
+	// addresses as their NAT checks found them, or nil. A node that joined
+	// over QUIC has no observed TCP address (identify observes the
+	// connection it runs on), so without them DCUtR might have no TCP
+	// address to offer or dial.
+	local, remote ma.Multiaddr
 }
 
 func newPunchFilter(now func() time.Time) *punchFilter {
-	return &punchFilter{now: now, armed: make(map[peer.ID]armed), current: make(map[peer.ID]bool)}
+	return &punchFilter{now: now, armed: make(map[peer.ID]armed), current: make(map[peer.ID]ma.Multiaddr)}
 }
 
-// arm makes the next DCUtR attempt with p TCP-only, offering addr (if not
-// nil and public) next to the TCP addresses go-libp2p knows.
-func (f *punchFilter) arm(p peer.ID, addr ma.Multiaddr) {
+// arm makes the next DCUtR attempt with p TCP-only, offering local and
+// dialling remote (each if not nil and public) next to the TCP addresses
+// DCUtR has.
+func (f *punchFilter) arm(p peer.ID, local, remote ma.Multiaddr) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.now()
@@ -67,10 +73,20 @@ func (f *punchFilter) arm(p peer.ID, addr ma.Multiaddr) {
 			delete(f.armed, q)
 		}
 	}
-	if addr != nil && !manet.IsPublicAddr(addr) {
-		addr = nil
+	public := func(a ma.Multiaddr) ma.Multiaddr {
+		if a == nil || !manet.IsPublicAddr(a) {
+			return nil
+		}
+		return a
 	}
-	f.armed[p] = armed{until: now.Add(tcpFirstTTL), addr: addr}
+	f.armed[p] = armed{until: now.Add(tcpFirstTTL), local: public(local), remote: public(remote)}
+}
+
+// disarm drops an arming for p: a direct connection is there.
+func (f *punchFilter) disarm(p peer.ID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.armed, p)
 }
 
 // FilterLocal implements holepunch.AddrFilter: the addresses this node
@@ -85,29 +101,35 @@ func (f *punchFilter) FilterLocal(p peer.ID, addrs []ma.Multiaddr) []ma.Multiadd
 	if !ok || f.now().After(a.until) {
 		return addrs
 	}
-	tcp := onlyTCP(addrs)
-	if a.addr != nil && !slices.ContainsFunc(tcp, a.addr.Equal) {
-		tcp = append(tcp, a.addr)
-	}
+	tcp := withAddr(onlyTCP(addrs), a.local)
 	if len(tcp) == 0 {
 		return addrs
 	}
-	f.current[p] = true
+	f.current[p] = a.remote
 	return tcp
 }
 
 // FilterRemote implements holepunch.AddrFilter: the addresses of p this node
-// dials. In a TCP-only attempt, the TCP ones, unless p sent none (it did not
-// arm: an older p2pnode, or the negotiation did not finish on its side).
+// dials. In a TCP-only attempt, the TCP ones and p's address from the
+// negotiation; all of them if that makes none.
 func (f *punchFilter) FilterRemote(p peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.current[p] {
+	remote, ok := f.current[p]
+	if !ok {
 		return addrs
 	}
 	delete(f.current, p)
-	if tcp := onlyTCP(addrs); len(tcp) > 0 {
+	if tcp := withAddr(onlyTCP(addrs), remote); len(tcp) > 0 {
 		return tcp
+	}
+	return addrs
+}
+
+// withAddr returns addrs with a appended, unless a is nil or in addrs.
+func withAddr(addrs []ma.Multiaddr, a ma.Multiaddr) []ma.Multiaddr {
+	if a != nil && !slices.ContainsFunc(addrs, a.Equal) {
+		addrs = append(addrs, a)
 	}
 	return addrs
 }

@@ -49,7 +49,7 @@ func TestPunchFilter(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	f := newPunchFilter(func() time.Time { return now })
 	a, b := peer.ID("a"), peer.ID("b")
-	f.arm(a, nil)
+	f.arm(a, nil, nil)
 
 	check := func(what string, got []ma.Multiaddr, want ...string) {
 		t.Helper()
@@ -73,12 +73,12 @@ func TestPunchFilter(t *testing.T) {
 	}
 
 	// The peer sent no TCP address (it did not arm): dial what it sent.
-	f.arm(a, nil)
+	f.arm(a, nil, nil)
 	check("armed, local", f.FilterLocal(a, both), tcp)
 	check("armed, peer sent QUIC only", f.FilterRemote(a, addrs(quic)), quic)
 
 	// No TCP address here: the attempt is not filtered at all.
-	f.arm(a, nil)
+	f.arm(a, nil, nil)
 	check("armed, no local TCP", f.FilterLocal(a, addrs(quic)), quic)
 	check("armed, no local TCP, remote", f.FilterRemote(a, both), tcp, quic)
 
@@ -86,15 +86,27 @@ func TestPunchFilter(t *testing.T) {
 	// has no observed TCP address); a private one is not. (5.6.7.8: an
 	// address that go-multiaddr counts as public; nothing is dialled.)
 	stunTCP := "/ip4/5.6.7.8/tcp/40123"
-	f.arm(a, ma.StringCast(stunTCP))
+	f.arm(a, ma.StringCast(stunTCP), nil)
 	check("armed with the NAT check's address", f.FilterLocal(a, addrs(quic)), stunTCP)
-	f.arm(a, ma.StringCast(stunTCP))
+	f.arm(a, ma.StringCast(stunTCP), nil)
 	check("armed with the NAT check's address, known already", f.FilterLocal(a, addrs(stunTCP, quic)), stunTCP)
-	f.arm(a, ma.StringCast("/ip4/10.1.2.3/tcp/4001"))
+	f.arm(a, ma.StringCast("/ip4/10.1.2.3/tcp/4001"), nil)
 	check("armed with a private address", f.FilterLocal(a, addrs(quic)), quic)
 
+	// The peer's TCP address from the negotiation is dialled too: the peer
+	// had not armed yet and sent only QUIC.
+	theirTCP := "/ip4/5.6.7.9/tcp/4001"
+	f.arm(a, nil, ma.StringCast(theirTCP))
+	check("armed, local", f.FilterLocal(a, both), tcp)
+	check("armed, peer unarmed", f.FilterRemote(a, addrs(quic)), theirTCP)
+
+	// A direct connection came: the arming is dropped.
+	f.arm(a, nil, nil)
+	f.disarm(a)
+	check("disarmed", f.FilterLocal(a, both), tcp, quic)
+
 	// An arming whose attempt never came expires.
-	f.arm(a, nil)
+	f.arm(a, nil, nil)
 	now = now.Add(tcpFirstTTL + time.Second)
 	check("expired arming", f.FilterLocal(a, both), tcp, quic)
 }
