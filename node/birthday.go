@@ -103,8 +103,14 @@ type punchMsg struct {
 	// libp2p listen port), which DCUtR may not know: a node that joined
 	// over QUIC has no observed TCP address (see punchFilter).
 	TCPAddr string `json:"tcp_addr,omitempty"`
-	Token   string `json:"token,omitempty"`
-	Reason  string `json:"reason,omitempty"`
+	// Open: the sender takes unsolicited connections, as far as it knows
+	// (no NAT: its public address is its own; or a full cone). Against an
+	// open side, a TCP punch is worse than none: its SYN meets the open
+	// side's listener, both ends take the server's part in the security
+	// handshake, and the attempt hangs until its timeout.
+	Open   bool   `json:"open,omitempty"`
+	Token  string `json:"token,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 func hardMapping(m string) bool {
@@ -158,6 +164,27 @@ func tcpPunchable(m punchMsg) bool {
 		return true
 	case string(natcheck.Unknown):
 		return m.Mapping == string(natcheck.EndpointIndependent)
+	}
+	return false
+}
+
+// ownAddress reports whether the IP of addr (IP:port) is one of this
+// machine's: a STUN server saw it without a NAT in between.
+func ownAddress(addr string) bool {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return false
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range ifaddrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == ap.Addr().Unmap() {
+				return true
+			}
+		}
 	}
 	return false
 }
@@ -222,6 +249,9 @@ func newBirthday(h host.Host, nat *natChecker, filter *punchFilter, log *slog.Lo
 	}
 	h.Network().Notify(b.notify)
 	h.SetStreamHandler(PunchProtocol, b.handle)
+	if filter != nil {
+		filter.setHost(h)
+	}
 	return b
 }
 
@@ -275,6 +305,7 @@ func (b *birthday) local(ctx context.Context) punchMsg {
 		return m
 	}
 	m.Mapping, m.Filtering = string(rep.UDP.Mapping), string(rep.UDP.Filtering)
+	m.Open = rep.UDP.Filtering == natcheck.EndpointIndependent || ownAddress(rep.UDP.PublicAddress)
 	if listensTCP && rep.TCP.Mapping != "" {
 		m.TCP = string(rep.TCP.Mapping)
 		m.TCPAddr = rep.TCP.PublicAddress
@@ -334,9 +365,12 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool, boo
 		return strategyDCUtR, false, false
 	}
 	strategy, hard := punchStrategy(mine, theirs)
-	if strategy == strategyDCUtR && b.filter != nil && tcpPunchable(mine) && tcpPunchable(theirs) {
-		b.filter.arm(id, tcpMultiaddr(mine.TCPAddr), tcpMultiaddr(theirs.TCPAddr))
-		b.log.Debug("hole punch: DCUtR tries TCP first", "peer", id)
+	if b.filter != nil {
+		if strategy == strategyDCUtR && !mine.Open && !theirs.Open && tcpPunchable(mine) && tcpPunchable(theirs) {
+			b.filter.arm(id, tcpMultiaddr(mine.TCPAddr), tcpMultiaddr(theirs.TCPAddr))
+			b.log.Debug("hole punch: DCUtR tries TCP first", "peer", id)
+		}
+		b.filter.decide(id) // DCUtR may go now (see punchFilter.awaitVerdict)
 	}
 	if strategy != strategyBirthday {
 		if b.done != nil {

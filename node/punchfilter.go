@@ -3,8 +3,11 @@ package node
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -15,6 +18,11 @@ import (
 // trips; an arming left over (DCUtR had already made the path direct) must
 // not shape a punch much later.
 const tcpFirstTTL = punchRetryInterval
+
+// negotiateWait bounds how long the DCUtR initiator holds its first attempt
+// with a p2pnode peer for PunchProtocol's verdict (which includes the
+// peer's NAT check: a few round trips to a STUN server).
+const negotiateWait = 3 * time.Second
 
 // punchFilter is the holepunch.AddrFilter (go-libp2p's
 // holepunch.WithAddrFilter) that makes DCUtR punch TCP first. DCUtR dials
@@ -40,8 +48,15 @@ const tcpFirstTTL = punchRetryInterval
 type punchFilter struct {
 	now func() time.Time
 
-	mu    sync.Mutex
-	armed map[peer.ID]armed
+	// h is set once the host exists (setHost) when PunchProtocol runs on
+	// this node; until then, and without it, the filter never waits.
+	h atomic.Pointer[host.Host]
+	// decided fires whenever a negotiation ends.
+	decidedNow *broadcast
+
+	mu      sync.Mutex
+	decided map[peer.ID]time.Time // when the last negotiation with the peer ended
+	armed   map[peer.ID]armed
 	// current: the attempt in flight with this peer is TCP-only.
 	current map[peer.ID]ma.Multiaddr // the peer's address from arm, or nil
 }
@@ -58,7 +73,73 @@ type armed struct {
 }
 
 func newPunchFilter(now func() time.Time) *punchFilter {
-	return &punchFilter{now: now, armed: make(map[peer.ID]armed), current: make(map[peer.ID]ma.Multiaddr)}
+	return &punchFilter{now: now, armed: make(map[peer.ID]armed), current: make(map[peer.ID]ma.Multiaddr),
+		decided: make(map[peer.ID]time.Time), decidedNow: newBroadcast()}
+}
+
+// setHost turns on the wait for negotiations (see FilterLocal): h runs
+// PunchProtocol.
+func (f *punchFilter) setHost(h host.Host) { f.h.Store(&h) }
+
+// decide records that a negotiation with p ended (armed or not).
+func (f *punchFilter) decide(p peer.ID) {
+	f.mu.Lock()
+	now := f.now()
+	if len(f.decided) >= missedMax {
+		for q, at := range f.decided {
+			if now.Sub(at) > tcpFirstTTL {
+				delete(f.decided, q)
+			}
+		}
+	}
+	if len(f.decided) < 2*missedMax {
+		f.decided[p] = now
+	}
+	f.mu.Unlock()
+	f.decidedNow.fire()
+}
+
+// awaitVerdict holds the DCUtR initiator's attempt with p until the
+// negotiation with p ended, at most negotiateWait. go-libp2p starts DCUtR
+// as soon as identify has run on the relayed connection, one relayed round
+// trip, and PunchProtocol needs that round trip and the NAT check: at an
+// internet RTT, DCUtR's first attempt would go before either side armed,
+// and end on QUIC. Only the initiator waits (the side with the inbound
+// relayed connection: it calls FilterLocal before sending CONNECT, and
+// measures the RTT after); the responder calls it while the initiator's
+// RTT clock runs. It waits only for peers that speak PunchProtocol, and
+// not when a negotiation with p ended less than tcpFirstTTL ago.
+func (f *punchFilter) awaitVerdict(p peer.ID) {
+	hp := f.h.Load()
+	if hp == nil {
+		return
+	}
+	h := *hp
+	if protos, err := h.Peerstore().SupportsProtocols(p, PunchProtocol); err != nil || len(protos) == 0 {
+		return
+	}
+	if !slices.ContainsFunc(h.Network().ConnsToPeer(p), func(c network.Conn) bool {
+		return c.Stat().Direction == network.DirInbound && isRelayAddr(c.RemoteMultiaddr())
+	}) {
+		return
+	}
+	deadline := time.NewTimer(negotiateWait)
+	defer deadline.Stop()
+	for {
+		fired := f.decidedNow.wait()
+		f.mu.Lock()
+		at, ok := f.decided[p]
+		recent := ok && f.now().Sub(at) < tcpFirstTTL
+		f.mu.Unlock()
+		if recent {
+			return
+		}
+		select {
+		case <-fired:
+		case <-deadline.C:
+			return
+		}
+	}
 }
 
 // arm makes the next DCUtR attempt with p TCP-only, offering local and
@@ -93,6 +174,7 @@ func (f *punchFilter) disarm(p peer.ID) {
 // offers p. An armed attempt offers the TCP ones and the NAT check's,
 // unless there are none.
 func (f *punchFilter) FilterLocal(p peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
+	f.awaitVerdict(p)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	a, ok := f.armed[p]

@@ -142,6 +142,7 @@ type tryResult struct {
 	punched     bool
 	firstByte   time.Duration // forward start → first banner byte through the forward
 	firstByteOK bool
+	via         string   // transport of serve's direct connection to forward ("" if none)
 	failure     string   // why the try did not get the banner and its echo through
 	notes       []string // processes that did not stop cleanly
 }
@@ -372,6 +373,11 @@ func runTry(t *testing.T, c combo) (res tryResult) {
 	if bannerErr != nil {
 		return fail(bannerErr)
 	}
+	if res.path == "direct" {
+		if res.via, err = directTransport(ctx, srvHome, cliID); err != nil {
+			return fail(err)
+		}
+	}
 	return res
 }
 
@@ -455,6 +461,9 @@ func (r tryResult) summary() string {
 	if r.path != "" {
 		parts = append(parts, "path="+r.path)
 	}
+	if r.via != "" {
+		parts = append(parts, "via="+r.via)
+	}
 	if r.punched {
 		parts = append(parts, "relayed→direct="+r.punch.String())
 	}
@@ -479,13 +488,17 @@ type row struct {
 	tries, direct, failures    int
 	punch, reachable, firstFwd []time.Duration
 	failureReasons, notes      []string
+	via                        map[string]int // direct tries by transport
 }
 
 func aggregate(c combo, results []tryResult) row {
-	r := row{c: c, tries: len(results)}
+	r := row{c: c, tries: len(results), via: map[string]int{}}
 	for i, res := range results {
 		if res.path == "direct" {
 			r.direct++
+		}
+		if res.via != "" {
+			r.via[res.via]++
 		}
 		if res.punched {
 			r.punch = append(r.punch, res.punch)
@@ -508,6 +521,20 @@ func aggregate(c combo, results []tryResult) row {
 }
 
 func (r row) directPct() float64 { return 100 * float64(r.direct) / float64(r.tries) }
+
+// viaText is how many direct tries went over each transport, e.g.
+// "tcp 9, quic-v1 1", or "-".
+func (r row) viaText() string {
+	var parts []string
+	for tr, n := range r.via {
+		parts = append(parts, fmt.Sprintf("%s %d", tr, n))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
 
 // quantile is the nearest-rank q-quantile of ds (q=0.5 takes the mean of
 // the two middle values of an even count); ok is false for no samples.
@@ -547,13 +574,14 @@ func printTable(w io.Writer, combos []combo, results [][]tryResult, took time.Du
 	fmt.Fprintf(w, "pair = client/server router; reject = RejectInbound() on every site with a router (none has none); transport any = TCP and QUIC both on\n")
 	fmt.Fprintf(w, "links: RTT between the sites as the row says (the relay 1.25×RTT from each), loss %v %% and jitter ±%v ms between the sites\n\n", *flagLoss, *flagJitter)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RTT ms\tpair\tinbound\ttransport\ttries\tdirect %\trelayed→direct median ms\tp90 ms\tserve start→reachable median ms\tforward start→first byte median ms\tfailures")
+	fmt.Fprintln(tw, "RTT ms\tpair\tinbound\ttransport\ttries\tdirect %\tdirect over\trelayed→direct median ms\tp90 ms\tserve start→reachable median ms\tforward start→first byte median ms\tfailures")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%d\n", r.c.rtt.Milliseconds(), r.c.pair(), r.c.inbound(), r.c.transport, r.tries, r.directPct(),
-			ms(r.punch, 0.5), ms(r.punch, 0.9), ms(r.reachable, 0.5), ms(r.firstFwd, 0.5), r.failures)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\n", r.c.rtt.Milliseconds(), r.c.pair(), r.c.inbound(), r.c.transport, r.tries, r.directPct(),
+			r.viaText(), ms(r.punch, 0.5), ms(r.punch, 0.9), ms(r.reachable, 0.5), ms(r.firstFwd, 0.5), r.failures)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "relayed→direct: DCUtR's took= in forward's log; n/a when no hole punch happened (direct at once, or stayed relayed)\n")
+	fmt.Fprintf(w, "direct over: the transport of the serving node's direct connection to the forwarding one (its status --json), per try\n")
 
 	fmt.Fprintf(w, "\ntargets:\n")
 	target(w, "100% direct for pairs with a non-symmetric side when routers drop", rows, func(r row) (bool, string) {

@@ -5,6 +5,7 @@ package natlab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -125,4 +126,29 @@ func logField(line, key string) string {
 // logMsg matches slog text lines whose msg is msg.
 func logMsg(msg string) func(string) bool {
 	return func(line string) bool { return logField(line, "msg") == msg }
+}
+
+// directTransport is the transport of home's node's direct connection to
+// peer, from `p2pnode status --json` ("" if it has none).
+func directTransport(ctx context.Context, home, peer string) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, "--home", home, "status", "--json")
+	cmd.Env = e2etest.ChildEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("p2pnode status --json: %w", err)
+	}
+	var st struct {
+		Connections []struct {
+			Peer, Path, Transport string
+		} `json:"connections"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return "", fmt.Errorf("p2pnode status --json: %w", err)
+	}
+	for _, c := range st.Connections {
+		if c.Peer == peer && c.Path == "direct" {
+			return c.Transport, nil
+		}
+	}
+	return "", nil
 }

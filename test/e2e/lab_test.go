@@ -255,6 +255,9 @@ func TestNATTraversal(t *testing.T) {
 		// our waits must hold up (issue 10).
 		{"eim-apdf to eim-apdf over TCP, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp", false, wanShape{40 * time.Millisecond, 1}, ""},
 		{"eim-apdf to eim-apdf over QUIC, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic", false, wanShape{40 * time.Millisecond, 1}, ""},
+		// DCUtR goes after one relayed round trip; the TCP-first verdict
+		// must come before it at an internet RTT too.
+		{"eim-apdf to eim-apdf, default transports, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", false, wanShape{40 * time.Millisecond, 1}, "tcp"},
 		{"eim-eif to eim-apdf", netlab.NATFullCone, netlab.NATPortRestricted, "tcp", false, wanShape{}, ""},
 		// A symmetric NAT on one side: the birthday hole punch (issue 12),
 		// which is QUIC's.
