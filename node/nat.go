@@ -59,9 +59,10 @@ type natChecker struct {
 	done   chan struct{}
 }
 
-// Start tests once the node has joined, then every natRecheck and when the
-// node's addresses change, until Close.
-func (c *natChecker) Start(joined <-chan struct{}) {
+// Start tests the mapping once the node has joined; with full, then the
+// whole NAT, every natRecheck and when the node's addresses change, until
+// Close.
+func (c *natChecker) Start(joined <-chan struct{}, full bool) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.done = make(chan struct{})
 	sub, err := c.h.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
@@ -91,6 +92,9 @@ func (c *natChecker) Start(joined <-chan struct{}) {
 			c.log.Debug("NAT check (mapping)", "error", err)
 		}
 		qcancel()
+		if !full {
+			return
+		}
 		// Address changes come in bursts (every observed address, every
 		// relay reservation): they are coalesced into one check at most
 		// every natChangeMinInterval.
@@ -177,6 +181,12 @@ func (c *natChecker) Mapping(ctx context.Context) (natcheck.Report, error) {
 func (c *natChecker) check(ctx context.Context, mappingOnly, store bool, extra ...netip.AddrPort) (natcheck.Report, error) {
 	c.run.Lock()
 	defer c.run.Unlock()
+	if mappingOnly && !store {
+		// Mapping waited for the check in flight: its result will do.
+		if last := c.Last(); last != nil {
+			return *last, nil
+		}
+	}
 	servers := slices.Clone(extra)
 	for _, s := range append(slices.Clone(c.static), c.discover(ctx)...) {
 		if !slices.Contains(servers, s) {

@@ -155,6 +155,12 @@ type Config struct {
 	// joined, then every 30 minutes and when its addresses change (see
 	// LastNATCheck). For a daemon; a short-lived command has no use for it.
 	NATChecks bool
+	// NATMapping makes the node test its NAT mapping once it has joined
+	// (a few STUN round trips to a bootstrap node, and one STUN over TCP),
+	// so that its first hole punch does not wait for it. Implied by
+	// NATChecks. For a forward, whose first connection is often its first
+	// punch.
+	NATMapping bool
 
 	// clock drives the node's own timers (retries, backoffs, punch
 	// timeouts); default the real clock. Tests in this package set it.
@@ -339,8 +345,8 @@ func (n *Node) startServices(tracer *punchTracer, filter *punchFilter) error {
 	n.join.Start()
 	n.nat = &natChecker{h: h, log: n.log, clk: n.clk, static: cfg.STUNServers, boot: cfg.BootstrapPeers,
 		quic: n.quicCM, checked: func(r natcheck.Report) { n.metrics.natChecked(r) }}
-	if cfg.NATChecks {
-		n.nat.Start(n.join.firstConnected)
+	if cfg.NATChecks || cfg.NATMapping {
+		n.nat.Start(n.join.firstConnected, cfg.NATChecks)
 	}
 	if !cfg.NoPunchProtocol {
 		n.bday = newBirthday(h, n.nat, filter, n.log)

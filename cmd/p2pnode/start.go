@@ -94,6 +94,7 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, r role) (node.
 		// Ephemeral ports, so as not to clash with a daemon on 4001.
 		cfg.ListenAddrs = node.EphemeralListenAddrs()
 		cfg.DHTMode, cfg.ClientOnly = node.DHTModeClient, true
+		cfg.NATMapping = true
 	case roleServe:
 		cfg.ReserveRelays, cfg.NATChecks = true, true
 	case roleBootstrap:

@@ -182,6 +182,7 @@ func (r *run) notRun(format string, args ...any) {
 func (r *run) do(ctx context.Context) (Report, error) {
 	u := &r.rep.UDP
 	u.Mapping, u.Filtering, u.PortAllocation, u.Hairpinning, u.Classic = Unknown, Unknown, "unknown", "unknown", ClassicUnknown
+	began := time.Now()
 	if err := r.testI(ctx); err != nil {
 		if ctx.Err() != nil {
 			return r.rep, ctx.Err()
@@ -192,8 +193,12 @@ func (r *run) do(ctx context.Context) (Report, error) {
 		return r.rep, ctx.Err()
 	}
 	u.PublicAddress = r.first.mapped.String()
+	testITook := time.Since(began)
 	var tcpDone chan TCPReport
+	var open chan bool
 	if r.cfg.MappingOnly {
+		open = make(chan bool, 1)
+		go func() { open <- r.quickOpen(ctx) }()
 		// The TCP address costs a TCP handshake and a transaction to the
 		// same server; done while the UDP tests run, it adds no time. The
 		// goroutine ends within Wait even when nobody reads its result.
@@ -210,6 +215,20 @@ func (r *run) do(ctx context.Context) (Report, error) {
 		if err := step(ctx); err != nil {
 			return r.rep, err
 		}
+	}
+	if r.cfg.MappingOnly {
+		// An open filter answers the quick test within a round trip; a
+		// closed one never does, and the mapping-only check does not wait
+		// for that timeout: filtering stays unknown.
+		grace := time.NewTimer(max(testITook, 20*time.Millisecond))
+		select {
+		case ok := <-open:
+			if ok {
+				u.Filtering = EndpointIndependent
+			}
+		case <-grace.C:
+		}
+		grace.Stop()
 	}
 	u.Classic = classic(noNAT, u.Mapping, u.Filtering)
 	if r.cfg.MappingOnly {
@@ -267,6 +286,24 @@ func (r *run) testI(ctx context.Context) error {
 // filtering is RFC 5780 section 4.4 on a fresh socket: ask for the answer
 // from the other IP and port (test II), then from the other port (test
 // III); the first that gets through says how open the filter is.
+// quickOpen is the filtering test's first half alone, for a mapping-only
+// check: from a fresh socket, ask the primary server to answer from its
+// other IP and port; an answer means the NAT lets in what no packet went
+// out to (endpoint-independent filtering). No answer proves nothing here.
+func (r *run) quickOpen(ctx context.Context) bool {
+	o := r.first.other
+	if !o.IsValid() || o.Addr() == r.primary.Addr() {
+		return false
+	}
+	conn, err := freshSocket()
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	b, err := r.transact(ctx, conn, r.primary, changeIP|changePort)
+	return err == nil && b.origin.Addr() != r.primary.Addr()
+}
+
 func (r *run) filtering(ctx context.Context) error {
 	o := r.first.other
 	if !o.IsValid() {

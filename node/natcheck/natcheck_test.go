@@ -189,6 +189,42 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestMappingOnlyFiltering: a mapping-only check says "endpoint-independent"
+// filtering when the quick test's answer comes through (no time to wait
+// for the timeout that proves a filter), and "unknown" otherwise.
+func TestMappingOnlyFiltering(t *testing.T) {
+	cases := []struct {
+		name string
+		nat  *virtualNAT
+		want Behaviour
+	}{
+		{"full cone", &virtualNAT{mapping: EndpointIndependent, filtering: EndpointIndependent}, EndpointIndependent},
+		{"port-restricted cone", &virtualNAT{mapping: EndpointIndependent, filtering: AddressAndPortDependent}, Unknown},
+		{"restricted cone", &virtualNAT{mapping: EndpointIndependent, filtering: AddressDependent}, Unknown},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.nat.ports, c.nat.next = map[string]int{}, 40000
+			primary := startFake(t, c.nat, true)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			rep, err := Run(ctx, Config{Servers: []netip.AddrPort{primary}, MappingOnly: true, Wait: time.Second, RTO: 100 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.UDP.Filtering != c.want || rep.UDP.Mapping != EndpointIndependent {
+				t.Errorf("mapping %s, filtering %s; want endpoint-independent, %s", rep.UDP.Mapping, rep.UDP.Filtering, c.want)
+			}
+			// No filtering timeout waited for (Wait is 1 s here); the TCP
+			// address attempt, with no STUN over TCP server, fails fast.
+			if took := time.Since(start); took > 900*time.Millisecond {
+				t.Errorf("the mapping-only check took %v: it waited for a filtering timeout", took)
+			}
+		})
+	}
+}
+
 func TestRunBlocked(t *testing.T) {
 	// A socket that never answers: UDP blocked, not an error.
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

@@ -156,9 +156,16 @@ func (ln *labNet) forwardIn(t *testing.T, ctx context.Context, h *netlab.Host, n
 // does not.
 func (ln *labNet) relayBytes(t *testing.T, ctx context.Context) int64 {
 	t.Helper()
-	out, err := exec.CommandContext(ctx, "ip", "-n", ln.boot.NS, "-s", "-j", "link", "show", "dev", "eth0").Output()
+	return linkBytes(t, ctx, ln.boot.NS, "eth0")
+}
+
+// linkBytes is how many bytes interface dev of namespace ns has received
+// and sent so far.
+func linkBytes(t *testing.T, ctx context.Context, ns, dev string) int64 {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-s", "-j", "link", "show", "dev", dev).Output()
 	if err != nil {
-		t.Fatalf("reading the relay's interface counters: %v", err)
+		t.Fatalf("reading the counters of %s in %s: %v", dev, ns, err)
 	}
 	var links []struct {
 		Stats64 struct {
