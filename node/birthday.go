@@ -45,6 +45,10 @@ import (
 // sides are hard, no strategy works without port prediction: the relay
 // carries the data at once instead of after DCUtR's timeouts.
 //
+// Two peers behind the same NAT (both NAT checks saw one public IP) need
+// none of this: the one that opened the stream dials the other's LAN
+// addresses, which the "nat" message carries.
+//
 // Messages are JSON lines: {"type":"nat",...} both ways, then from the hard
 // side {"type":"ready","token":HEX} once its mappings exist, {"type":"hit"}
 // when a probe landed, {"type":"listening"} once it listens, or
@@ -62,6 +66,13 @@ const (
 	birthdayTimeout = 10 * time.Second
 	// birthdayMaxMsg bounds one message from the (untrusted) peer.
 	birthdayMaxMsg = 1 << 10
+	// lanMaxAddrs bounds the LAN addresses a message carries and that are
+	// taken from one: a host has a few.
+	lanMaxAddrs = 6
+	// lanDialTimeout bounds the dial to a peer's LAN addresses: on a LAN
+	// it takes a millisecond or two; behind a carrier-grade NAT that two
+	// homes share, the addresses are another home's and it times out.
+	lanDialTimeout = 2 * time.Second
 )
 
 // The datagrams of the birthday method. The first byte has the 0x40 bit
@@ -79,6 +90,7 @@ const (
 	strategyDCUtR    = "dcutr"    // both easy, or not known: go-libp2p's DCUtR
 	strategyBirthday = "birthday" // one side endpoint-dependent
 	strategyRelay    = "relay"    // both endpoint-dependent: nothing to punch
+	strategyLAN      = "lan"      // behind the same NAT: dial the LAN addresses
 )
 
 // punchMsg is one message of PunchProtocol.
@@ -108,9 +120,16 @@ type punchMsg struct {
 	// open side, a TCP punch is worse than none: its SYN meets the open
 	// side's listener, both ends take the server's part in the security
 	// handshake, and the attempt hangs until its timeout.
-	Open   bool   `json:"open,omitempty"`
-	Token  string `json:"token,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	Open bool `json:"open,omitempty"`
+	// LAN are the sender's private direct multiaddrs (at most
+	// lanMaxAddrs). go-libp2p's identify drops private addresses heard
+	// over a public connection, so a bootstrap node never passes them on
+	// and two peers behind one NAT router would meet at its public
+	// address, which few routers hairpin: when both NAT checks saw the
+	// same public IP, the peer that asked dials these.
+	LAN    []string `json:"lan,omitempty"`
+	Token  string   `json:"token,omitempty"`
+	Reason string   `json:"reason,omitempty"`
 }
 
 func hardMapping(m string) bool {
@@ -166,6 +185,69 @@ func tcpPunchable(m punchMsg) bool {
 		return m.Mapping == string(natcheck.EndpointIndependent)
 	}
 	return false
+}
+
+// lanAddrs returns the direct, private, non-loopback addresses of addrs as
+// strings, at most lanMaxAddrs.
+func lanAddrs(addrs []ma.Multiaddr) []string {
+	var out []string
+	for _, a := range addrs {
+		if len(out) == lanMaxAddrs {
+			break
+		}
+		if isRelayAddr(a) || !manet.IsPrivateAddr(a) || manet.IsIPLoopback(a) {
+			continue
+		}
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// peerLAN parses a peer's LAN addresses (untrusted): at most lanMaxAddrs
+// of them, each a private, non-loopback direct multiaddr.
+func peerLAN(ss []string) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, s := range ss {
+		if len(out) == lanMaxAddrs {
+			break
+		}
+		a, err := ma.NewMultiaddr(s)
+		if err != nil || isRelayAddr(a) || !manet.IsPrivateAddr(a) || manet.IsIPLoopback(a) {
+			continue
+		}
+		if _, err := a.ValueForProtocol(ma.P_P2P); err == nil {
+			continue // the peer ID is the connection's, not the message's
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// samePublicIP reports whether two punch messages' public addresses (from
+// the senders' NAT checks) have the same IP: both peers are behind one NAT.
+func samePublicIP(a, b punchMsg) bool {
+	ip := func(m punchMsg) netip.Addr {
+		for _, s := range []string{m.QUIC, m.TCPAddr} {
+			if ap, err := netip.ParseAddrPort(s); err == nil {
+				return ap.Addr().Unmap()
+			}
+		}
+		return netip.Addr{}
+	}
+	x, y := ip(a), ip(b)
+	return x.IsValid() && x == y
+}
+
+// dialLAN tries a direct connection to id at its LAN addresses; it
+// reports whether there is a direct connection to id afterwards.
+func (b *birthday) dialLAN(ctx context.Context, id peer.ID, lan []ma.Multiaddr) bool {
+	b.h.Peerstore().AddAddrs(id, lan, peerstore.TempAddrTTL)
+	ctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "p2pnode: same LAN"), lanDialTimeout)
+	defer cancel()
+	if err := b.h.Connect(ctx, peer.AddrInfo{ID: id, Addrs: lan}); err != nil {
+		b.log.Debug("same NAT: no connection to the peer's LAN addresses", "peer", id, "error", err)
+	}
+	return slices.ContainsFunc(b.h.Network().ConnsToPeer(id), func(c network.Conn) bool { return !isRelayAddr(c.RemoteMultiaddr()) })
 }
 
 // ownAddress reports whether the IP of addr (IP:port) is one of this
@@ -306,6 +388,7 @@ func (b *birthday) local(ctx context.Context) punchMsg {
 	}
 	m.Mapping, m.Filtering = string(rep.UDP.Mapping), string(rep.UDP.Filtering)
 	m.Open = rep.UDP.Filtering == natcheck.EndpointIndependent || ownAddress(rep.UDP.PublicAddress)
+	m.LAN = lanAddrs(b.h.Addrs())
 	if listensTCP && rep.TCP.Mapping != "" {
 		m.TCP = string(rep.TCP.Mapping)
 		m.TCPAddr = rep.TCP.PublicAddress
@@ -363,6 +446,17 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool, boo
 	theirs, ok := <-msgs
 	if !ok || theirs.Type != "nat" {
 		return strategyDCUtR, false, false
+	}
+	if lan := peerLAN(theirs.LAN); len(lan) > 0 && samePublicIP(mine, theirs) {
+		// Only the side that asked dials; the other side's DCUtR may run
+		// meanwhile: the router's public address rarely hairpins.
+		if s.Stat().Direction == network.DirOutbound && b.dialLAN(ctx, id, lan) {
+			if b.filter != nil {
+				b.filter.decide(id)
+			}
+			b.log.Info("direct connection over the LAN: both peers are behind one NAT", "peer", id)
+			return strategyLAN, true, false
+		}
 	}
 	strategy, hard := punchStrategy(mine, theirs)
 	if b.filter != nil {

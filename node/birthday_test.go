@@ -66,3 +66,47 @@ func TestDirectAddrsChanged(t *testing.T) {
 		}
 	}
 }
+
+func TestPeerLAN(t *testing.T) {
+	got := peerLAN([]string{
+		"/ip4/10.1.0.2/tcp/4001",
+		"/ip4/192.168.1.7/udp/4001/quic-v1",
+		"/ip4/127.0.0.1/tcp/4001",                    // loopback: theirs, not ours
+		"/ip4/203.0.113.9/tcp/4001",                  // public: DCUtR's business
+		"/ip4/11.0.0.3/udp/4001/quic-v1/p2p-circuit", // relayed
+		"not a multiaddr",                            // garbage
+		"/ip4/10.1.0.2/tcp/4001/p2p/12D3KooWA6GisziRDW35tALuarSzc8xSuL5kMUySCNUGyYqWFVWS", // a peer ID of its own
+		"/ip4/10.0.0.1/tcp/1", "/ip4/10.0.0.2/tcp/1", "/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.4/tcp/1", "/ip4/10.0.0.5/tcp/1",
+	})
+	want := []string{"/ip4/10.1.0.2/tcp/4001", "/ip4/192.168.1.7/udp/4001/quic-v1",
+		"/ip4/10.0.0.1/tcp/1", "/ip4/10.0.0.2/tcp/1", "/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.4/tcp/1"}
+	if len(got) != len(want) {
+		t.Fatalf("peerLAN = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Fatalf("peerLAN = %v, want %v", got, want)
+		}
+	}
+}
+
+func TestSamePublicIP(t *testing.T) {
+	cases := []struct {
+		name string
+		a, b punchMsg
+		want bool
+	}{
+		{"same IP, QUIC ports differ", punchMsg{QUIC: "203.0.113.9:4001"}, punchMsg{QUIC: "203.0.113.9:4002"}, true},
+		{"same IP, one from TCP", punchMsg{TCPAddr: "203.0.113.9:4001"}, punchMsg{QUIC: "203.0.113.9:5000"}, true},
+		{"other IPs", punchMsg{QUIC: "203.0.113.9:4001"}, punchMsg{QUIC: "203.0.113.10:4001"}, false},
+		{"nothing known", punchMsg{}, punchMsg{}, false},
+		{"garbage", punchMsg{QUIC: "x"}, punchMsg{QUIC: "x"}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := samePublicIP(c.a, c.b); got != c.want {
+				t.Errorf("samePublicIP = %v, want %v", got, c.want)
+			}
+		})
+	}
+}

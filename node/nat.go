@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/p2pnode/p2pnode/node/natcheck"
 )
@@ -49,6 +50,9 @@ type natChecker struct {
 	boot    []peer.AddrInfo
 	quic    *quicreuse.ConnManager
 	checked func(natcheck.Report)
+	// learned, if not nil, gets the public addresses of the node's own
+	// listen ports that each check found (see natAddrs).
+	learned func([]ma.Multiaddr)
 
 	mu   sync.Mutex
 	last *natcheck.Report
@@ -204,6 +208,9 @@ func (c *natChecker) check(ctx context.Context, mappingOnly, store bool, extra .
 		c.log.Debug("NAT check: testing from a fresh port", "error", err)
 	}
 	rep, err := natcheck.Run(ctx, cfg)
+	if err == nil && c.learned != nil {
+		c.learned(natAddrs(rep, cfg.Conn != nil, cfg.TCPPort != 0))
+	}
 	if err != nil || !store {
 		return rep, err
 	}
@@ -221,6 +228,26 @@ func (c *natChecker) check(ctx context.Context, mappingOnly, store bool, extra .
 	c.log.Info("NAT check", "udp_public_address", rep.UDP.PublicAddress, "mapping", rep.UDP.Mapping,
 		"filtering", rep.UDP.Filtering, "classic", rep.UDP.Classic)
 	return rep, nil
+}
+
+// natAddrs are the public multiaddrs of this node's listen ports that rep
+// found: the QUIC port's when the check ran on it (onQUIC), the TCP listen
+// port's when TCP was tested from it (fromTCPPort). DCUtR knows only the
+// addresses identify observed, on the connections a node happens to have:
+// joined over TCP, it has no public QUIC address, and over QUIC no TCP one.
+func natAddrs(rep natcheck.Report, onQUIC, fromTCPPort bool) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	if ap, err := netip.ParseAddrPort(rep.UDP.PublicAddress); err == nil && onQUIC {
+		if a, err := manet.FromNetAddr(net.UDPAddrFromAddrPort(ap)); err == nil {
+			out = append(out, a.Encapsulate(ma.StringCast("/quic-v1")))
+		}
+	}
+	if ap, err := netip.ParseAddrPort(rep.TCP.PublicAddress); err == nil && fromTCPPort {
+		if a, err := manet.FromNetAddr(net.TCPAddrFromAddrPort(ap)); err == nil {
+			out = append(out, a)
+		}
+	}
+	return slices.DeleteFunc(out, func(a ma.Multiaddr) bool { return !manet.IsPublicAddr(a) })
 }
 
 // tcpListenPort is the port of the node's first IPv4 TCP listen address

@@ -344,7 +344,7 @@ func (n *Node) startServices(tracer *punchTracer, filter *punchFilter) error {
 	n.join = newJoiner(h, n.DHT, cfg.BootstrapPeers, n.log, n.clk)
 	n.join.Start()
 	n.nat = &natChecker{h: h, log: n.log, clk: n.clk, static: cfg.STUNServers, boot: cfg.BootstrapPeers,
-		quic: n.quicCM, checked: func(r natcheck.Report) { n.metrics.natChecked(r) }}
+		quic: n.quicCM, checked: func(r natcheck.Report) { n.metrics.natChecked(r) }, learned: filter.setNATAddrs}
 	if cfg.NATChecks || cfg.NATMapping {
 		n.nat.Start(n.join.firstConnected, cfg.NATChecks)
 	}

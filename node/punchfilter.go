@@ -53,6 +53,9 @@ type punchFilter struct {
 	h atomic.Pointer[host.Host]
 	// decided fires whenever a negotiation ends.
 	decidedNow *broadcast
+	// nat are this node's public addresses from its last NAT check
+	// (natAddrs), offered in every attempt next to the observed ones.
+	nat atomic.Pointer[[]ma.Multiaddr]
 
 	mu      sync.Mutex
 	decided map[peer.ID]time.Time // when the last negotiation with the peer ended
@@ -80,6 +83,22 @@ func newPunchFilter(now func() time.Time) *punchFilter {
 // setHost turns on the wait for negotiations (see FilterLocal): h runs
 // PunchProtocol.
 func (f *punchFilter) setHost(h host.Host) { f.h.Store(&h) }
+
+// setNATAddrs records this node's public addresses from a NAT check.
+func (f *punchFilter) setNATAddrs(addrs []ma.Multiaddr) { f.nat.Store(&addrs) }
+
+// withNAT returns addrs and the NAT check's addresses.
+func (f *punchFilter) withNAT(addrs []ma.Multiaddr) []ma.Multiaddr {
+	nat := f.nat.Load()
+	if nat == nil {
+		return addrs
+	}
+	out := slices.Clone(addrs)
+	for _, a := range *nat {
+		out = withAddr(out, a)
+	}
+	return out
+}
 
 // decide records that a negotiation with p ended (armed or not).
 func (f *punchFilter) decide(p peer.ID) {
@@ -180,6 +199,7 @@ func (f *punchFilter) FilterLocal(p peer.ID, addrs []ma.Multiaddr) []ma.Multiadd
 	a, ok := f.armed[p]
 	delete(f.armed, p)
 	delete(f.current, p)
+	addrs = f.withNAT(addrs)
 	if !ok || f.now().After(a.until) {
 		return addrs
 	}

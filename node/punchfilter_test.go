@@ -6,7 +6,25 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2pnode/p2pnode/node/natcheck"
 )
+
+func TestNATAddrs(t *testing.T) {
+	var rep natcheck.Report
+	rep.UDP.PublicAddress, rep.TCP.PublicAddress = "5.6.7.8:4001", "5.6.7.8:4002"
+	got := natAddrs(rep, true, true)
+	if len(got) != 2 || got[0].String() != "/ip4/5.6.7.8/udp/4001/quic-v1" || got[1].String() != "/ip4/5.6.7.8/tcp/4002" {
+		t.Errorf("natAddrs = %v", got)
+	}
+	if got := natAddrs(rep, false, false); len(got) != 0 {
+		t.Errorf("natAddrs of a check from other ports = %v, want none", got)
+	}
+	rep.UDP.PublicAddress = "10.0.0.1:4001"
+	if got := natAddrs(rep, true, false); len(got) != 0 {
+		t.Errorf("natAddrs of a private address = %v, want none", got)
+	}
+}
 
 func TestTCPPunchable(t *testing.T) {
 	const eim, apdm, unk = "endpoint-independent", "address-and-port-dependent", "unknown"
@@ -104,6 +122,16 @@ func TestPunchFilter(t *testing.T) {
 	f.arm(a, nil, nil)
 	f.disarm(a)
 	check("disarmed", f.FilterLocal(a, both), tcp, quic)
+
+	// The NAT check's addresses are offered in every attempt: a node that
+	// joined over TCP has no observed QUIC address, and DCUtR needs one
+	// behind routers that answer with a RST.
+	natQUIC := "/ip4/5.6.7.8/udp/4001/quic-v1"
+	f.setNATAddrs([]ma.Multiaddr{ma.StringCast(natQUIC), ma.StringCast(stunTCP)})
+	check("NAT addresses, unarmed", f.FilterLocal(b, addrs(tcp)), tcp, natQUIC, stunTCP)
+	f.arm(a, nil, nil)
+	check("NAT addresses, armed", f.FilterLocal(a, addrs(quic)), stunTCP)
+	f.setNATAddrs(nil)
 
 	// An arming whose attempt never came expires.
 	f.arm(a, nil, nil)

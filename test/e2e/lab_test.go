@@ -250,33 +250,41 @@ func TestNATTraversal(t *testing.T) {
 		wan    wanShape
 		// via is the transport the direct connection must have ("": any).
 		via string
+		// bootTCP: the nodes get the bootstrap node's TCP multiaddr only,
+		// so they join over TCP and identify observes no QUIC address.
+		bootTCP bool
 	}{
-		{"eim-apdf to eim-apdf over TCP", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp", false, wanShape{}, ""},
-		{"eim-apdf to eim-apdf over QUIC", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic", false, wanShape{}, ""},
+		{"eim-apdf to eim-apdf over TCP", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp", false, wanShape{}, "", false},
+		{"eim-apdf to eim-apdf over QUIC", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic", false, wanShape{}, "", false},
 		// Both transports on: DCUtR punches TCP first, where a byte costs
 		// least (issue 15), and 256 MiB go over that connection.
-		{"eim-apdf to eim-apdf, default transports", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", false, wanShape{}, "tcp"},
+		{"eim-apdf to eim-apdf, default transports", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", false, wanShape{}, "tcp", false},
 		// Behind routers that reject, only QUIC gets through.
-		{"eim-apdf to eim-apdf rejecting, default transports", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", true, wanShape{}, "quic-v1"},
+		{"eim-apdf to eim-apdf rejecting, default transports", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", true, wanShape{}, "quic-v1", false},
+		// The QUIC address DCUtR needs then comes from the NAT check.
+		{"eim-apdf to eim-apdf rejecting, default transports, TCP bootstrap address", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", true, wanShape{}, "quic-v1", true},
 		// At an internet round trip, with loss: DCUtR's synchronisation and
 		// our waits must hold up (issue 10).
-		{"eim-apdf to eim-apdf over TCP, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp", false, wanShape{40 * time.Millisecond, 1}, ""},
-		{"eim-apdf to eim-apdf over QUIC, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic", false, wanShape{40 * time.Millisecond, 1}, ""},
+		{"eim-apdf to eim-apdf over TCP, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "tcp", false, wanShape{40 * time.Millisecond, 1}, "", false},
+		{"eim-apdf to eim-apdf over QUIC, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "quic", false, wanShape{40 * time.Millisecond, 1}, "", false},
 		// DCUtR goes after one relayed round trip; the TCP-first verdict
 		// must come before it at an internet RTT too.
-		{"eim-apdf to eim-apdf, default transports, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", false, wanShape{40 * time.Millisecond, 1}, "tcp"},
-		{"eim-eif to eim-apdf", netlab.NATFullCone, netlab.NATPortRestricted, "tcp", false, wanShape{}, ""},
+		{"eim-apdf to eim-apdf, default transports, 40 ms RTT, 1 % loss", netlab.NATPortRestricted, netlab.NATPortRestricted, "default", false, wanShape{40 * time.Millisecond, 1}, "tcp", false},
+		{"eim-eif to eim-apdf", netlab.NATFullCone, netlab.NATPortRestricted, "tcp", false, wanShape{}, "", false},
 		// A symmetric NAT on one side: the birthday hole punch (issue 12),
 		// which is QUIC's.
-		{"edm to eim-apdf, default transports", netlab.NATSymmetric, netlab.NATPortRestricted, "default", false, wanShape{}, "quic-v1"},
-		{"eim-apdf to edm, default transports", netlab.NATPortRestricted, netlab.NATSymmetric, "default", false, wanShape{}, "quic-v1"},
-		{"none to eim-apdf", netlab.NATNone, netlab.NATPortRestricted, "tcp", false, wanShape{}, ""},
-		{"firewall to eim-apdf", netlab.NATFirewall, netlab.NATPortRestricted, "tcp", false, wanShape{}, ""},
+		{"edm to eim-apdf, default transports", netlab.NATSymmetric, netlab.NATPortRestricted, "default", false, wanShape{}, "quic-v1", false},
+		{"eim-apdf to edm, default transports", netlab.NATPortRestricted, netlab.NATSymmetric, "default", false, wanShape{}, "quic-v1", false},
+		{"none to eim-apdf", netlab.NATNone, netlab.NATPortRestricted, "tcp", false, wanShape{}, "", false},
+		{"firewall to eim-apdf", netlab.NATFirewall, netlab.NATPortRestricted, "tcp", false, wanShape{}, "", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := testContext(t, 2*time.Minute)
 			ln := newWANLabNet(t, ctx, c.transport, c.wan)
+			if c.bootTCP {
+				ln.bootAddr = "/ip4/" + ln.boot.IP.String() + "/tcp/4001/p2p/" + ln.bootNode.id
+			}
 			var opts []netlab.SiteOption
 			if c.reject {
 				opts = append(opts, netlab.RejectInbound())
@@ -322,6 +330,43 @@ func TestNATTraversal(t *testing.T) {
 			}
 			t.Logf("the serving peer's connections to the client: %v", conns)
 		})
+	}
+}
+
+// TestSameLAN: two peers behind one NAT router, on its LAN, reach each
+// other over the LAN (issue 14): the serving peer's connection to the
+// client is direct, to the client's LAN address, and the router's WAN
+// interface carries none of the forwarded bytes (no relay, no hairpin).
+// The bootstrap node never learns their LAN addresses (identify drops
+// private addresses heard over a public connection); PunchProtocol carries
+// them.
+func TestSameLAN(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	ln := newWANLabNet(t, ctx, "default", wanShape{})
+	site := ln.lab.AddSite("s", netlab.NATPortRestricted, ln.siteOpts()...)
+	srvHost, cliHost := site.AddHost("srv"), site.AddHost("cli")
+	client := newNode(t, ctx)
+	server, _ := ln.serveIn(t, ctx, srvHost, client.id)
+	_, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
+
+	const size = 16 << 20
+	before := linkBytes(t, ctx, site.RouterNS(), "wan")
+	ln.echoThrough(t, ctx, cliHost, addr, size)
+	if wan := linkBytes(t, ctx, site.RouterNS(), "wan") - before; wan > size/8 {
+		t.Errorf("the router's WAN interface moved %d bytes during a %d-byte echo between two hosts of its LAN", wan, size)
+	}
+	st, raw := statusOf(t, ctx, server)
+	var conns []string
+	lan := false
+	for _, c := range st.Connections {
+		if c.Peer != client.id {
+			continue
+		}
+		conns = append(conns, c.Path+" to "+c.RemoteAddr)
+		lan = lan || c.Path == "direct" && strings.Contains(c.RemoteAddr, "/ip4/"+cliHost.IP.String()+"/")
+	}
+	if !lan {
+		t.Errorf("the serving peer has no direct connection to the client's LAN address %s (%v):\n%s", cliHost.IP, conns, raw)
 	}
 }
 
