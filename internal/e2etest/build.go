@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/p2pnode/p2pnode/internal/testenv"
 )
 
 // BinaryEnv names the environment variable that, with
@@ -113,5 +115,5 @@ func ModuleRoot() (string, error) {
 // except with CI=true, because CI runs everything. It needs the flags
 // parsed.
 func Short() bool {
-	return testing.Short() && os.Getenv("CI") != "true"
+	return testing.Short() && !testenv.CI()
 }

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/p2pnode/p2pnode/internal/testenv"
 )
 
 // natprobe exit codes (see natprobe/main.go).
@@ -497,10 +499,7 @@ func TestTeardown(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the lab subtest set up no lab, under CI=true")
-		}
-		t.Skip("lab was skipped")
+		testenv.Missing(t, "the lab subtest set up no lab (no root, ip or nft)")
 		return
 	}
 	assertGone(t, id)

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/p2pnode/p2pnode/internal/e2etest"
+	"github.com/p2pnode/p2pnode/internal/testenv"
 )
 
 // startTimeout bounds how long Start waits for sshd to accept connections.
@@ -295,11 +296,7 @@ func lookPath(t testing.TB, name, pkg string) string {
 			return p
 		}
 	}
-	msg := fmt.Sprintf("sshtest: %s not found (%v); install %s (.ci/run does)", name, err, pkg)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Missing(t, "sshtest: %s not found (%v); install %s (.ci/run does)", name, err, pkg)
 	return ""
 }
 
