@@ -254,21 +254,7 @@ func (b *birthday) dialLAN(ctx context.Context, id peer.ID, lan []ma.Multiaddr) 
 // machine's: a STUN server saw it without a NAT in between.
 func ownAddress(addr string) bool {
 	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return false
-	}
-	ifaddrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, a := range ifaddrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == ap.Addr().Unmap() {
-				return true
-			}
-		}
-	}
-	return false
+	return err == nil && natcheck.IsOwnIP(ap.Addr())
 }
 
 // tcpMultiaddr is the multiaddr of a TCP IP:port (nil for "" or a bad one).

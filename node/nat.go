@@ -242,10 +242,8 @@ func natAddrs(rep natcheck.Report, onQUIC, fromTCPPort bool) []ma.Multiaddr {
 			out = append(out, a.Encapsulate(ma.StringCast("/quic-v1")))
 		}
 	}
-	if ap, err := netip.ParseAddrPort(rep.TCP.PublicAddress); err == nil && fromTCPPort {
-		if a, err := manet.FromNetAddr(net.TCPAddrFromAddrPort(ap)); err == nil {
-			out = append(out, a)
-		}
+	if a := tcpMultiaddr(rep.TCP.PublicAddress); a != nil && fromTCPPort {
+		out = append(out, a)
 	}
 	return slices.DeleteFunc(out, func(a ma.Multiaddr) bool { return !manet.IsPublicAddr(a) })
 }

@@ -36,7 +36,8 @@ const negotiateWait = 3 * time.Second
 // the filter for the other: the next DCUtR attempt with that peer, on both
 // sides, offers and dials TCP addresses only. The attempts after it are
 // unfiltered, so where TCP cannot get through (routers that answer with a
-// RST) the next attempt punches QUIC, one relayed round trip later.
+// RST, when the RST comes before the other side's SYN has left) the next
+// attempt punches QUIC (the NAT matrix: 244 ms median at 0 ms RTT).
 //
 // Each side calls FilterLocal once at the start of every attempt (the
 // initiator before its CONNECT, the responder before answering it), then

@@ -406,9 +406,10 @@ func TestServerShutdown(t *testing.T) {
 
 // TestServerShutdownDeliversTheEnd: the process exits (the host closes) as
 // soon as Shutdown returns, and yet the peer of the last stream reads the
-// whole answer and its end, not a reset. Without Shutdown's flush, the
-// session's close dropped the queued end (yamux) or aborted the connection
-// before it was delivered (QUIC) within the first few rounds.
+// whole answer and its end, not a reset. Without Shutdown's flush the QUIC
+// case failed in its first round; the TCP case did not fail in 90 rounds
+// (the exiting process's RST that broke TestGracefulShutdown over TCP is
+// not there in-process), so over TCP the e2e test is the one that tells.
 func TestServerShutdownDeliversTheEnd(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {

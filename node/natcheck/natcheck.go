@@ -466,11 +466,13 @@ func isLocal(mapped netip.AddrPort, conn net.PacketConn) bool {
 	if la.Addr() == mapped.Addr() {
 		return true
 	}
-	return la.Addr().IsUnspecified() && isLocalIP(mapped.Addr())
+	return la.Addr().IsUnspecified() && IsOwnIP(mapped.Addr())
 }
 
-// isLocalIP says whether ip is one of this host's addresses.
-func isLocalIP(ip netip.Addr) bool {
+// IsOwnIP reports whether ip is one of this machine's interface addresses:
+// a STUN server that saw it as the public address saw no NAT in between.
+func IsOwnIP(ip netip.Addr) bool {
+	ip = ip.Unmap()
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return false

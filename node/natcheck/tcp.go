@@ -55,7 +55,7 @@ func (r *run) tcpMapping(ctx context.Context) {
 		}
 	}
 	t.PublicAddress = x.String()
-	if x == local || local.Addr().IsUnspecified() && x.Port() == local.Port() && isLocalIP(x.Addr()) {
+	if x == local || local.Addr().IsUnspecified() && x.Port() == local.Port() && IsOwnIP(x.Addr()) {
 		t.Mapping = EndpointIndependent
 		return
 	}
@@ -98,7 +98,7 @@ func tcpAddress(ctx context.Context, server netip.AddrPort, port uint16, wait ti
 		return t
 	}
 	t.PublicAddress = b.mapped.String()
-	if b.mapped == local || local.Addr().IsUnspecified() && b.mapped.Port() == local.Port() && isLocalIP(b.mapped.Addr()) {
+	if b.mapped == local || local.Addr().IsUnspecified() && b.mapped.Port() == local.Port() && IsOwnIP(b.mapped.Addr()) {
 		t.Mapping = EndpointIndependent
 	}
 	return t
