@@ -164,7 +164,11 @@ func testServerRejectsBadRequests(t *testing.T, transport string) {
 			start := time.Now()
 			// Write(nil) still sends the multistream header, so the server's
 			// handler starts even when the request is empty.
-			if _, err := s.Write(tc.send); err != nil {
+			if _, err := s.Write(tc.send); err != nil && !(len(tc.send) > MaxRequestSize && errors.Is(err, network.ErrReset)) {
+				// An oversize request may still be on its way when the
+				// server has answered and stopped our sending (QUIC's
+				// STOP_SENDING fails the write): the answer must arrive
+				// all the same, which readResponse checks.
 				t.Fatal(err)
 			}
 			resp, err := readResponse(s)
