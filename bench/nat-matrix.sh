@@ -12,7 +12,8 @@
 # round trip between the two sites, the relay 1.25×RTT from each), -loss PCT,
 # -jitter MS, -parallel N (tries at once), -pairs CLIENT/SERVER,...
 # (eim-apdf/eim-apdf eim-eif/eim-apdf none/eim-apdf firewall/eim-apdf
-# edm/eim-apdf eim-apdf/edm edm/eim-eif edm/edm), -transports tcp,quic,any, -inbound drop,reject,
+# edm/eim-apdf eim-apdf/edm edm/eim-eif edm/edm edm-seq/edm-seq edm-seq/eim-apdf
+# eim-apdf/edm-seq edm-seq/edm), -transports tcp,quic,any, -inbound drop,reject,
 # -try-timeout 60s, -show-output (every process's output in the log).
 #
 # Only the table and one progress line per try are shown; the full verbose

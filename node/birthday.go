@@ -91,6 +91,7 @@ const (
 	strategyBirthday = "birthday" // one side endpoint-dependent
 	strategyRelay    = "relay"    // both endpoint-dependent: nothing to punch
 	strategyLAN      = "lan"      // behind the same NAT: dial the LAN addresses
+	strategyPredict  = "predict"  // both endpoint-dependent, both sequential: port prediction
 )
 
 // punchMsg is one message of PunchProtocol.
@@ -127,9 +128,21 @@ type punchMsg struct {
 	// and two peers behind one NAT router would meet at its public
 	// address, which few routers hairpin: when both NAT checks saw the
 	// same public IP, the peer that asked dials these.
-	LAN    []string `json:"lan,omitempty"`
-	Token  string   `json:"token,omitempty"`
-	Reason string   `json:"reason,omitempty"`
+	LAN []string `json:"lan,omitempty"`
+	// Delta: the sender's NAT maps each new flow to the last flow's port
+	// plus Delta (natcheck's sequential port allocation); 0 when not, or
+	// not known. Two endpoint-dependent NATs can punch only with it (see
+	// strategyPredict).
+	Delta int `json:"delta,omitempty"`
+	// Port, in a "predict" message, is the public port of the sender's
+	// newest mapping, the one its next flows count on from.
+	Port   int    `json:"port,omitempty"`
+	Token  string `json:"token,omitempty"`
+	Reason string `json:"reason,omitempty"`
+
+	// stun is the STUN server that answered this node's NAT check (own
+	// messages only; not sent).
+	stun netip.AddrPort
 }
 
 func hardMapping(m string) bool {
@@ -146,6 +159,9 @@ func punchStrategy(mine, theirs punchMsg) (strategy string, hardIsMine bool) {
 	case !known(mine) || !known(theirs):
 		return strategyDCUtR, false
 	case hardMapping(mine.Mapping) && hardMapping(theirs.Mapping):
+		if predictable(mine) && predictable(theirs) {
+			return strategyPredict, false
+		}
 		return strategyRelay, false
 	case !hardMapping(mine.Mapping) && !hardMapping(theirs.Mapping):
 		return strategyDCUtR, false
@@ -360,6 +376,20 @@ func (b *birthday) takeMissed(id peer.ID) bool {
 	return ok
 }
 
+// closeDead probes the direct connection to id, if there is one, and
+// closes it when it does not answer within pathDeadAfter; it reports
+// whether it closed one.
+func (b *birthday) closeDead(ctx context.Context, id peer.ID) bool {
+	c, dead := probeDirect(ctx, b.h, id, pathDeadAfter)
+	if c == nil || !dead || c.IsClosed() {
+		return false
+	}
+	b.log.Warn("the direct connection stopped answering (the peer asks for a new hole punch); closing it",
+		"peer", id, "remote_addr", c.RemoteMultiaddr(), "streams_reset", len(appStreams(c)))
+	_ = c.Close()
+	return true
+}
+
 // local is this node's NAT behaviour as the protocol sends it.
 func (b *birthday) local(ctx context.Context) punchMsg {
 	m := punchMsg{Type: "nat", Mapping: string(natcheck.Unknown), Filtering: string(natcheck.Unknown)}
@@ -372,7 +402,13 @@ func (b *birthday) local(ctx context.Context) punchMsg {
 		b.log.Debug("hole punch: no NAT check", "error", err)
 		return m
 	}
-	m.Mapping, m.Filtering = string(rep.UDP.Mapping), string(rep.UDP.Filtering)
+	m.Mapping, m.Filtering, m.Delta = string(rep.UDP.Mapping), string(rep.UDP.Filtering), rep.UDP.PortDelta
+	for _, sv := range rep.Servers {
+		if ap, err := netip.ParseAddrPort(sv.Address); err == nil && sv.Answered {
+			m.stun = ap
+			break
+		}
+	}
 	m.Open = rep.UDP.Filtering == natcheck.EndpointIndependent || ownAddress(rep.UDP.PublicAddress)
 	m.LAN = lanAddrs(b.h.Addrs())
 	if listensTCP && rep.TCP.Mapping != "" {
@@ -418,10 +454,23 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool, boo
 	}
 	id := s.Conn().RemotePeer()
 	msgs := readPunchMsgs(s)
+	// A peer that asks for a punch has no direct connection to this node;
+	// one that this node still has is dead (its path was cut, a mapping
+	// expired), and keeps go-libp2p's DCUtR from starting ("already
+	// connected") until a transport timeout, QUIC's 30 s.
+	closedDead := s.Stat().Direction == network.DirInbound && b.closeDead(ctx, id)
 	mine := b.local(ctx)
-	if b.takeMissed(id) {
+	if closedDead && hasHandler(b.h, holepunch.Protocol) {
+		// DCUtR starts on a new relayed connection, not on this one.
+		mine.Redial = true
+	}
+	if b.takeMissed(id) && !hardMapping(mine.Mapping) {
 		// Ask for a new relayed connection once DCUtR is ready, or the
-		// new one would be missed too.
+		// new one would be missed too. Behind an endpoint-dependent
+		// mapping, no wait: each peer observes another port, go-libp2p
+		// confirms no public address, and its DCUtR handler never comes
+		// (the wait would cost its whole 3 s); the strategies that work
+		// from there (birthday, prediction) are not DCUtR's.
 		wctx, cancel := context.WithTimeout(ctx, dcutrReadyTimeout)
 		mine.Redial = waitHandler(wctx, b.h, holepunch.Protocol)
 		cancel()
@@ -445,14 +494,22 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool, boo
 		}
 	}
 	strategy, hard := punchStrategy(mine, theirs)
+	b.log.Info("hole punch strategy", "peer", id, "strategy", strategy, "mapping", mine.Mapping, "port_delta", mine.Delta,
+		"peer_mapping", theirs.Mapping, "peer_port_delta", theirs.Delta)
 	if b.filter != nil {
 		if strategy == strategyDCUtR && !mine.Open && !theirs.Open && tcpPunchable(mine) && tcpPunchable(theirs) {
 			b.filter.arm(id, tcpMultiaddr(mine.TCPAddr), tcpMultiaddr(theirs.TCPAddr))
 			b.log.Debug("hole punch: DCUtR tries TCP first", "peer", id)
 		}
-		b.filter.decide(id) // DCUtR may go now (see punchFilter.awaitVerdict)
+		if strategy == strategyPredict {
+			// DCUtR's dials would open mappings that move both NATs'
+			// counters under the prediction: it waits for the end.
+			defer b.filter.decide(id)
+		} else {
+			b.filter.decide(id) // DCUtR may go now (see punchFilter.awaitVerdict)
+		}
 	}
-	if strategy != strategyBirthday {
+	if strategy != strategyBirthday && strategy != strategyPredict {
 		if b.done != nil {
 			b.done(strategy, false, 0)
 		}
@@ -460,6 +517,18 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool, boo
 	}
 	var err error
 	probes := 0
+	if strategy == strategyPredict {
+		probes, err = b.predict(ctx, s, msgs, id, mine, theirs)
+		if b.done != nil {
+			b.done(strategy, err == nil, probes)
+		}
+		if err != nil {
+			b.log.Info("port-predicting hole punch failed", "peer", id, "error", err)
+			_ = writePunchMsg(s, punchMsg{Type: "fail", Reason: err.Error()})
+			return strategy, false, theirs.Redial
+		}
+		return strategy, true, false
+	}
 	if hard {
 		err = b.hardSide(ctx, s, msgs, id, theirs)
 	} else {
@@ -540,11 +609,19 @@ func (b *birthday) hardSide(ctx context.Context, s network.Stream, msgs <-chan p
 	for j := range socks { // free the port for the QUIC listener
 		socks[j].Close()
 	}
+	return b.listenPunched(ctx, s, id, port)
+}
+
+// listenPunched listens for QUIC on the local port of a punched socket
+// (closed by the caller: its NAT mapping outlives it), tells the peer, and
+// waits for the peer's connection. The listener goes when the punch fails,
+// or later when no connection uses it.
+func (b *birthday) listenPunched(ctx context.Context, s network.Stream, id peer.ID, port int) error {
 	laddr := ma.StringCast("/ip4/0.0.0.0/udp/" + strconv.Itoa(port) + "/quic-v1")
 	if err := b.h.Network().Listen(laddr); err != nil {
 		return fmt.Errorf("listen for QUIC on the punched port %d: %w", port, err)
 	}
-	err = writePunchMsg(s, punchMsg{Type: "listening"})
+	err := writePunchMsg(s, punchMsg{Type: "listening"})
 	if err == nil {
 		err = b.waitDirect(ctx, id)
 	}
@@ -639,12 +716,19 @@ func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan p
 			return sent, fmt.Errorf("the hard side gave up: %s", m.Reason)
 		}
 	}
-	addr := ma.StringCast("/ip4/" + hardAddr.Addr().String() + "/udp/" + strconv.Itoa(int(hardAddr.Port())) + "/quic-v1")
+	return sent, b.dialPunched(ctx, id, hardAddr)
+}
+
+// dialPunched dials QUIC from this node's QUIC port (quicreuse dials from
+// the listening socket, whose NAT mapping the punch opened) to the peer's
+// punched public address, and waits for the direct connection.
+func (b *birthday) dialPunched(ctx context.Context, id peer.ID, to netip.AddrPort) error {
+	addr := ma.StringCast("/ip4/" + to.Addr().String() + "/udp/" + strconv.Itoa(int(to.Port())) + "/quic-v1")
 	b.h.Peerstore().AddAddr(id, addr, peerstore.TempAddrTTL)
-	if _, err := b.h.Network().DialPeer(network.WithForceDirectDial(ctx, "p2pnode: birthday hole punch"), id); err != nil {
-		return sent, fmt.Errorf("dial the punched address %s: %w", addr, err)
+	if _, err := b.h.Network().DialPeer(network.WithForceDirectDial(ctx, "p2pnode: hole punch"), id); err != nil {
+		return fmt.Errorf("dial the punched address %s: %w", addr, err)
 	}
-	return sent, b.waitDirect(ctx, id)
+	return b.waitDirect(ctx, id)
 }
 
 // waitDirect waits until there is a direct connection to id.

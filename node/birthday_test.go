@@ -23,6 +23,10 @@ func TestPunchStrategy(t *testing.T) {
 		{"unknown side", punchMsg{Mapping: unk, QUIC: q}, punchMsg{Mapping: apdm, QUIC: q}, strategyDCUtR, false, false},
 		{"old peer without NAT info", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{}, strategyDCUtR, false, false},
 		{"both symmetric", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{Mapping: adm, QUIC: q}, strategyRelay, false, false},
+		{"both symmetric, both sequential", punchMsg{Mapping: apdm, QUIC: q, Delta: 1}, punchMsg{Mapping: apdm, QUIC: q, Delta: 2}, strategyPredict, false, false},
+		{"both symmetric, one sequential", punchMsg{Mapping: apdm, QUIC: q, Delta: 1}, punchMsg{Mapping: apdm, QUIC: q}, strategyRelay, false, false},
+		{"both sequential, one without QUIC", punchMsg{Mapping: apdm, QUIC: q, Delta: 1}, punchMsg{Mapping: apdm, Delta: 1}, strategyRelay, false, false},
+		{"sequential symmetric, port-restricted peer", punchMsg{Mapping: apdm, QUIC: q, Delta: 1}, punchMsg{Mapping: eim, Filtering: apdf, QUIC: q}, strategyBirthday, true, true},
 		{"me symmetric, port-restricted peer", punchMsg{Mapping: apdm, QUIC: q}, punchMsg{Mapping: eim, Filtering: apdf, QUIC: q}, strategyBirthday, true, true},
 		{"me port-restricted, symmetric peer", punchMsg{Mapping: eim, Filtering: apdf, QUIC: q}, punchMsg{Mapping: apdm, QUIC: q}, strategyBirthday, false, true},
 		{"me restricted cone, symmetric peer", punchMsg{Mapping: eim, Filtering: adf, QUIC: q}, punchMsg{Mapping: adm, QUIC: q}, strategyBirthday, false, true},
@@ -43,6 +47,41 @@ func TestPunchStrategy(t *testing.T) {
 				t.Errorf("the peer picks %s (hard side its own: %v), this side %s (%v)", other, otherHard, got, hard)
 			}
 		})
+	}
+}
+
+// TestPredictTargets: the two strides of port prediction make one of the
+// dialer's flows the reverse of one of the listener's for every shift (s1
+// foreign flows on the dialer's NAT, s2 on the listener's) up to a few.
+func TestPredictTargets(t *testing.T) {
+	const dBase, lBase = 20000, 31000
+	for _, delta := range []int{1, 2, -1} {
+		dialer := predictTargets(lBase, delta, false)
+		listener := predictTargets(dBase, delta, true)
+		if len(dialer) != predictFlows || len(listener) != predictFlows {
+			t.Fatalf("delta %d: %d and %d targets, want %d each", delta, len(dialer), len(listener), predictFlows)
+		}
+		for s1 := 0; s1 <= 8; s1++ {
+			for s2 := 0; s2 <= 8; s2++ {
+				match := false
+				// The dialer's flow i leaves from its NAT's port
+				// dBase+delta*(i+s1) to dialer[i-1]; the listener's k
+				// from lBase+delta*(k+s2) to listener[k-1].
+				for i := 1; i <= predictFlows; i++ {
+					for k := 1; k <= predictFlows; k++ {
+						if dialer[i-1] == lBase+delta*(k+s2) && listener[k-1] == dBase+delta*(i+s1) {
+							match = true
+						}
+					}
+				}
+				if !match {
+					t.Errorf("delta %d, shifts %d and %d: no flow pair meets", delta, s1, s2)
+				}
+			}
+		}
+	}
+	if got := predictTargets(65530, 4, false); len(got) != 1 || got[0] != 65534 {
+		t.Errorf("targets past port 65535: %v, want only 65534", got)
 	}
 }
 

@@ -96,6 +96,7 @@ func (n *Node) Connect(ctx context.Context, p peer.ID) (Path, error) {
 	if p == n.Host.ID() {
 		return PathNone, fmt.Errorf("peer %s is this node itself", p)
 	}
+	n.watch.use(p)
 	switch n.PathTo(p) {
 	case PathDirect:
 		return PathDirect, nil
@@ -166,11 +167,17 @@ func (n *Node) dialRetrying(ctx context.Context, p peer.ID) error {
 }
 
 // Reconnect is meant for each new connection a forward carries: it returns
-// at once when a direct connection to p exists; with only a relayed one it
+// at once when a direct connection to p exists (unless a probe of it is
+// overdue: then it waits for the verdict, at most 2×pathDeadAfter; the
+// direct connections to the peers of Connect and Reconnect are probed
+// every pathCheckInterval and closed when they stop answering, see
+// pathWatch); with only a relayed one it
 // starts a new hole punch in the background (at most once every 30 s) and
 // returns; with none (the peer restarted, or the connection died) it
 // connects again as Connect does, looking p up in the DHT if need be.
 func (n *Node) Reconnect(ctx context.Context, p peer.ID) (Path, error) {
+	n.watch.use(p)
+	n.watch.settle(ctx, p)
 	switch n.PathTo(p) {
 	case PathDirect:
 		return PathDirect, nil

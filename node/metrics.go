@@ -85,9 +85,9 @@ func (m *nodeMetrics) punchNegotiated(strategy string, direct bool, probes int) 
 	}
 	outcome := "none"
 	switch {
-	case strategy == strategyBirthday && direct:
+	case (strategy == strategyBirthday || strategy == strategyPredict) && direct:
 		outcome = "direct"
-	case strategy == strategyBirthday:
+	case strategy == strategyBirthday || strategy == strategyPredict:
 		outcome = "failed"
 	}
 	m.birthday.WithLabelValues(strategy, outcome).Inc()

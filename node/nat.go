@@ -56,7 +56,10 @@ type natChecker struct {
 
 	mu   sync.Mutex
 	last *natcheck.Report
-	run  sync.Mutex // one check at a time
+	// run admits one check at a time, and holds checks off while a
+	// port-predicting hole punch counts this NAT's new mappings (hold).
+	// Capacity 1; made with the checker.
+	run chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -157,6 +160,19 @@ func (c *natChecker) Close() {
 	}
 }
 
+// hold waits until no check runs and keeps checks from starting until
+// release is called. A check opens new mappings in the NAT (fresh
+// sockets), which moves a sequential NAT's next port away from where a
+// port-predicting hole punch counts on it. It fails only when ctx ends.
+func (c *natChecker) hold(ctx context.Context) (release func(), err error) {
+	select {
+	case c.run <- struct{}{}:
+		return func() { <-c.run }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the NAT check in flight: %w", ctx.Err())
+	}
+}
+
 // Last is the last report, nil before the first check ended.
 func (c *natChecker) Last() *natcheck.Report {
 	c.mu.Lock()
@@ -183,8 +199,11 @@ func (c *natChecker) Mapping(ctx context.Context) (natcheck.Report, error) {
 // check runs a check; store keeps it as the last report (a mapping-only one
 // only while there is none).
 func (c *natChecker) check(ctx context.Context, mappingOnly, store bool, extra ...netip.AddrPort) (natcheck.Report, error) {
-	c.run.Lock()
-	defer c.run.Unlock()
+	release, err := c.hold(ctx)
+	if err != nil {
+		return natcheck.Report{}, err
+	}
+	defer release()
 	if mappingOnly && !store {
 		// Mapping waited for the check in flight: its result will do.
 		if last := c.Last(); last != nil {

@@ -197,6 +197,7 @@ type Node struct {
 	reach   *reachTracker
 	rsv     *reserver // nil unless Config.ReserveRelays
 	punch   *puncher
+	watch   *pathWatch
 	nat     *natChecker
 	bday    *birthday // nil with Config.NoPunchProtocol
 	metrics *nodeMetrics
@@ -341,10 +342,11 @@ func (n *Node) startServices(tracer *punchTracer, filter *punchFilter) error {
 	// n.metrics is set below, before any punch can start (they start from
 	// Connect and Reconnect, after New returns).
 	n.punch.punched = func(direct bool, took time.Duration) { n.metrics.punched(direct, took) }
+	n.watch = newPathWatch(h, n.log, n.clk, n.punch.again)
 	n.join = newJoiner(h, n.DHT, cfg.BootstrapPeers, n.log, n.clk)
 	n.join.Start()
 	n.nat = &natChecker{h: h, log: n.log, clk: n.clk, static: cfg.STUNServers, boot: cfg.BootstrapPeers,
-		quic: n.quicCM, checked: func(r natcheck.Report) { n.metrics.natChecked(r) }, learned: filter.setNATAddrs}
+		quic: n.quicCM, run: make(chan struct{}, 1), checked: func(r natcheck.Report) { n.metrics.natChecked(r) }, learned: filter.setNATAddrs}
 	if cfg.NATChecks || cfg.NATMapping {
 		n.nat.Start(n.join.firstConnected, cfg.NATChecks)
 	}
@@ -444,6 +446,9 @@ func (n *Node) Close() error {
 			a.Close()
 		}
 		// Nil checks: New closes a node whose services did not all start.
+		if n.watch != nil {
+			n.watch.Close()
+		}
 		if n.punch != nil {
 			n.punch.Close()
 		}

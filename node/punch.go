@@ -151,6 +151,15 @@ func (p *puncher) punch(ctx context.Context, id peer.ID) Path {
 // punchAsync starts an attempt, as punch does, without waiting for it.
 func (p *puncher) punchAsync(id peer.ID) { p.start(id) }
 
+// again starts an attempt now, whenever the last one was: the direct
+// connection it made has died (pathWatch).
+func (p *puncher) again(id peer.ID) {
+	p.mu.Lock()
+	delete(p.last, id)
+	p.mu.Unlock()
+	p.start(id)
+}
+
 // start returns the call in flight for id, or starts one, or returns nil
 // when id is direct already, was tried less than punchRetryInterval ago,
 // or the puncher is closed.
@@ -240,6 +249,11 @@ func (p *puncher) upgrade(ctx context.Context, id peer.ID) Path {
 			return PathDirect
 		case strategy == strategyRelay:
 			p.log.Info("both peers are behind NATs that map each destination to a new port: no hole punch can work; carrying data through the relay", "peer", id)
+			return p.pathTo(id)
+		case strategy == strategyPredict:
+			// DCUtR cannot do better between two endpoint-dependent
+			// mappings.
+			p.log.Info("port-predicting hole punch failed; carrying data through the relay", "peer", id)
 			return p.pathTo(id)
 		case strategy == strategyBirthday:
 			// The NAT behaviour may be wrong (a filtering not tested yet):

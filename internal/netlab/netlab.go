@@ -141,6 +141,7 @@ type Lab struct {
 	pubNS      string
 	nextPub    int      // last octet of the next 11.0.0.N
 	nextSite   int      // K of the next site's LAN (10.K.0.0/24 or 11.K.0.0/24)
+	cuts       int      // Site.Cut tables made so far
 	publicSide []string // namespaces on the public segment: they get routes to firewall LANs
 	routes     []route  // lab public subnets behind a router (firewall sites)
 	emulators  []*emulator

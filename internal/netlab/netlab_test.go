@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -194,6 +195,17 @@ func runProbe(t testing.TB, h *Host, args ...string) (string, int) {
 
 func hostPort(ip net.IP, port int) string { return net.JoinHostPort(ip.String(), strconv.Itoa(port)) }
 
+// portOf is the port of an IP:port that a probe printed.
+func portOf(t *testing.T, hostport string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(hostport)
+	n, err2 := strconv.Atoi(p)
+	if err != nil || err2 != nil {
+		t.Fatalf("not an IP:port: %q", hostport)
+	}
+	return n
+}
+
 type siteCase struct {
 	site *Site
 	host *Host
@@ -240,7 +252,8 @@ func TestLab(t *testing.T) {
 	add("adf", NATRestricted)
 	add("eif", NATFullCone)
 	add("edm", NATSymmetric)
-	eif := cases[len(cases)-2]
+	add("edmseq", NATSequential)
+	eif := cases[slices.IndexFunc(cases, func(c siteCase) bool { return c.site.NAT == NATFullCone })]
 	eifB := eif.site.AddHost("eif-b")
 	t.Logf("natprobe built in %v; lab of %d namespaces built in %v", built.Sub(start), len(l.namespaces), time.Since(built))
 
@@ -306,6 +319,13 @@ func TestLab(t *testing.T) {
 				case NATSymmetric:
 					if m1 == m2 {
 						t.Errorf("edm: both public hosts saw %s; want a different mapping per destination", m1)
+					}
+				case NATSequential:
+					// The other subtests of this host open flows at the
+					// same time, each taking a port: the next one, not
+					// necessarily +1.
+					if d := portOf(t, m2) - portOf(t, m1); d < 1 || d > 16 {
+						t.Errorf("edm-seq: s1 saw %s, s2 saw %s; want the second mapping a few ports after the first", m1, m2)
 					}
 				default:
 					if m1 != m2 {

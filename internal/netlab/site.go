@@ -4,6 +4,7 @@ package netlab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strconv"
@@ -38,10 +39,17 @@ const (
 	// fully-random gives each new destination another external port, which
 	// defeats hole punching by port prediction.
 	NATSymmetric NAT = "edm"
+	// NATSequential: endpoint-dependent mapping with sequential port
+	// allocation, as many carrier-grade and enterprise NATs do: each new
+	// flow gets the next external port of a counter that every flow
+	// through the router shares, so the next mapping can be predicted from
+	// the last one (RFC 4787 section 4.1 "port assignment"; what frp's
+	// xtcp and Tailscale's port prediction rely on).
+	NATSequential NAT = "edm-seq"
 )
 
 // NATs lists every behaviour, for table-driven tests.
-var NATs = []NAT{NATNone, NATFirewall, NATPortRestricted, NATRestricted, NATFullCone, NATSymmetric}
+var NATs = []NAT{NATNone, NATFirewall, NATPortRestricted, NATRestricted, NATFullCone, NATSymmetric, NATSequential}
 
 // Site is a LAN behind one router (or, for NATNone, hosts on the public
 // segment).
@@ -94,7 +102,7 @@ func (l *Lab) AddSite(name string, nat NAT, opts ...SiteOption) *Site {
 			l.tb.Fatalf("netlab: site %q: RejectInbound and BlockUDP need a router; %s has none", name, nat)
 		}
 		return s
-	case NATFirewall, NATPortRestricted, NATRestricted, NATFullCone, NATSymmetric:
+	case NATFirewall, NATPortRestricted, NATRestricted, NATFullCone, NATSymmetric, NATSequential:
 	default:
 		l.tb.Fatalf("netlab: site %q: unknown NAT %q (want one of %v)", name, nat, NATs)
 	}
@@ -214,6 +222,14 @@ func (l *Lab) mustNFT(ns, ruleset string) {
 //
 // Symmetric (edm) is `masquerade fully-random`: each new flow (each
 // destination ip:port) gets a random external port.
+//
+// Sequential symmetric (edm-seq) is `snat` to the port that nftables'
+// `numgen inc` counter picks from a map: the nat chain sees only a flow's
+// first packet, so each new TCP or UDP flow takes the next port
+// (seqPortBase and up, wrapping after seqPorts). The map is there because
+// numgen's value is in host byte order and a NAT port is read in network
+// order: `offset` alone gives ports 256 apart. Other protocols (ICMP) are
+// masqueraded.
 func (s *Site) ruleset() string {
 	deny := "\t\tiifname \"wan\" drop\n"
 	if s.Reject {
@@ -228,6 +244,8 @@ func (s *Site) ruleset() string {
 		fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"wan\" masquerade\n\t}\n")
 	case NATSymmetric:
 		fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"wan\" masquerade fully-random\n\t}\n")
+	case NATSequential:
+		fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"wan\" meta l4proto { tcp, udp } snat to %s : numgen inc mod %d map { %s }\n\t\toifname \"wan\" masquerade\n\t}\n", s.wanIP, seqPorts, seqPortMap())
 	case NATFullCone, NATRestricted:
 		fmt.Fprintf(&b, `	map fullcone {
 		type inet_proto . inet_service : ipv4_addr . inet_service
@@ -269,8 +287,10 @@ func (s *Site) ruleset() string {
 	if s.NAT == NATFullCone || s.NAT == NATRestricted {
 		dnatAccept += "\t\tiifname \"wan\" ct status dnat accept\n"
 	}
-	fmt.Fprintf(&b, `	chain forward {
+	fmt.Fprintf(&b, `	counter udp_out { }
+	chain forward {
 		type filter hook forward priority filter; policy accept;
+		oifname "wan" meta l4proto udp counter name "udp_out"
 		ct state established,related accept
 		ct state invalid drop
 %s%s	}
@@ -283,6 +303,68 @@ func (s *Site) ruleset() string {
 	return b.String()
 }
 
+// UDPPacketsOut is how many UDP packets the site's router has forwarded
+// from its LAN to the public side since it was built: what its hosts sent
+// (hole punch probes included), counted by an nftables counter. It fails
+// for NATNone (no router) and when nft cannot be run.
+func (s *Site) UDPPacketsOut(ctx context.Context) (int64, error) {
+	if s.routerNS == "" {
+		return 0, fmt.Errorf("netlab: site %q has no router", s.Name)
+	}
+	out, err := runTool(ctx, s.lab.ipPath, nil, "netns", "exec", s.routerNS, s.lab.nft, "-j", "list", "counter", "ip", "netlab", "udp_out")
+	if err != nil {
+		return 0, err
+	}
+	var doc struct {
+		Nftables []struct {
+			Counter *struct {
+				Packets int64 `json:"packets"`
+			} `json:"counter"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		return 0, fmt.Errorf("netlab: parsing nft's counter: %w", err)
+	}
+	for _, o := range doc.Nftables {
+		if o.Counter != nil {
+			return o.Counter.Packets, nil
+		}
+	}
+	return 0, fmt.Errorf("netlab: no udp_out counter in %s: %s", s.routerNS, out)
+}
+
+// Cut makes the site's router drop every forwarded packet of protocol
+// proto ("tcp" or "udp") to or from ip, both ways, as a path that died
+// would (the relay, elsewhere, stays reachable), until restore is called.
+// Each cut is a table of its own, so cuts can overlap.
+func (s *Site) Cut(ctx context.Context, ip net.IP, proto string) (restore func() error, err error) {
+	if s.routerNS == "" {
+		return nil, fmt.Errorf("netlab: site %q has no router to cut a path on", s.Name)
+	}
+	if proto != "tcp" && proto != "udp" {
+		return nil, fmt.Errorf("netlab: Cut: protocol %q, want tcp or udp", proto)
+	}
+	s.lab.mu.Lock()
+	s.lab.cuts++
+	table := fmt.Sprintf("netlabcut%d", s.lab.cuts)
+	s.lab.mu.Unlock()
+	ruleset := fmt.Sprintf(`table ip %s {
+	chain forward {
+		type filter hook forward priority filter - 10; policy accept;
+		ip daddr %s meta l4proto %s drop
+		ip saddr %s meta l4proto %s drop
+	}
+}
+`, table, ip, proto, ip, proto)
+	if _, err := runTool(ctx, s.lab.ipPath, []byte(ruleset), "netns", "exec", s.routerNS, s.lab.nft, "-f", "-"); err != nil {
+		return nil, err
+	}
+	return func() error {
+		_, err := runTool(context.Background(), s.lab.ipPath, nil, "netns", "exec", s.routerNS, s.lab.nft, "delete", "table", "ip", table)
+		return err
+	}, nil
+}
+
 // inboundDNAT is the prerouting rule that lets a new flow from the WAN in
 // to a mapped port: from anyone (full cone), or from an address the port
 // sent to (restricted cone).
@@ -291,6 +373,27 @@ func (s *Site) inboundDNAT() string {
 		return `iifname "wan" meta l4proto { tcp, udp } ip saddr . meta l4proto . th dport @adf dnat to meta l4proto . th dport map @fullcone`
 	}
 	return `iifname "wan" meta l4proto { tcp, udp } dnat to meta l4proto . th dport map @fullcone`
+}
+
+// The ports of a sequential symmetric router (NATSequential): seqPortBase
+// to seqPortBase+seqPorts-1, the first flow getting seqPortBase. A lab's
+// router sees far fewer flows than seqPorts before their conntrack entries
+// expire, so a wrapped counter does not meet a port still in use.
+const (
+	seqPortBase = 20000
+	seqPorts    = 4096
+)
+
+// seqPortMap is the body of the numgen-to-port map of NATSequential.
+func seqPortMap() string {
+	var b strings.Builder
+	for i := range seqPorts {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d : %d", i, seqPortBase+i)
+	}
+	return b.String()
 }
 
 // mapTimeout is how long a full-cone binding outlives its last outbound

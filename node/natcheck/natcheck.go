@@ -70,7 +70,10 @@ type Config struct {
 	// MappingOnly runs only the UDP mapping tests (a few answered
 	// transactions, no timeout to wait for), and, alongside them, one STUN
 	// over TCP binding for the TCP public address: what a hole punch needs
-	// to pick its strategy and its addresses, in a round trip or two.
+	// to pick its strategy and its addresses, in a round trip or two. When
+	// the mapping is endpoint-dependent it also runs the port allocation
+	// test (Samples more round trips): whether the next mapping's port can
+	// be predicted decides whether two such NATs can punch at all.
 	MappingOnly bool
 	// TCPPort is the local port the TCP tests dial from, with SO_REUSEPORT
 	// next to its listener: a node's libp2p TCP listen port, from which
@@ -102,6 +105,9 @@ type UDPReport struct {
 	// PortAllocation is "preserved" (the public port is the local one),
 	// "sequential (delta N)", "random", or "unknown".
 	PortAllocation string `json:"port_allocation"`
+	// PortDelta is N when PortAllocation is sequential: a new mapping's
+	// public port is the last one's plus N. 0 otherwise.
+	PortDelta int `json:"port_delta,omitempty"`
 	// Hairpinning is "yes", "no" or "unknown" (RFC 5780 section 4.5).
 	Hairpinning string `json:"hairpinning"`
 	// Classic is the RFC 3489 name; see the Classic constants.
@@ -209,7 +215,12 @@ func (r *run) do(ctx context.Context) (Report, error) {
 	mapping := func(ctx context.Context) error { return r.mapping(ctx, noNAT) }
 	steps := []func(context.Context) error{r.filtering, mapping, r.portAllocation, r.hairpinning}
 	if r.cfg.MappingOnly {
-		steps = steps[1:2]
+		steps = []func(context.Context) error{mapping, func(ctx context.Context) error {
+			if u.Mapping == AddressDependent || u.Mapping == AddressAndPortDependent {
+				return r.portAllocation(ctx)
+			}
+			return nil
+		}}
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -421,31 +432,56 @@ func (r *run) portAllocation(ctx context.Context) error {
 		}
 		local, public = append(local, lp), append(public, int(b.mapped.Port()))
 	}
-	r.rep.UDP.PortAllocation = portAllocation(local, public)
+	r.rep.UDP.PortAllocation, r.rep.UDP.PortDelta = portAllocation(local, public)
 	if r.rep.UDP.PortAllocation == "unknown" {
 		r.notRun("port allocation: fewer than 3 of %d fresh sockets got an answer", r.cfg.Samples)
 	}
 	return nil
 }
 
-// portAllocation classifies the public ports of successive new mappings.
-func portAllocation(local, public []int) string {
+// portAllocation classifies the public ports of successive new mappings,
+// and gives the delta when they are sequential.
+func portAllocation(local, public []int) (string, int) {
 	if len(public) < 3 {
-		return "unknown"
+		return "unknown", 0
 	}
 	if slices.Equal(local, public) {
-		return "preserved"
+		return "preserved", 0
 	}
-	d := public[1] - public[0]
-	for i := 2; i < len(public); i++ {
-		if public[i]-public[i-1] != d {
-			return "random"
+	// The gap all successive mappings but one share, when all are small
+	// and of one sign: another flow through the NAT between two samples (the
+	// node's own traffic, another host's) takes a port and makes one gap
+	// larger; random ports almost never repeat a gap.
+	count := map[int]int{}
+	d, sign := 0, 0
+	for i := 1; i < len(public); i++ {
+		g := public[i] - public[i-1]
+		if g == 0 || g > 64 || g < -64 {
+			return "random", 0
+		}
+		if sign == 0 {
+			sign = g
+		}
+		if g*sign < 0 {
+			return "random", 0
+		}
+		count[g]++
+		if count[g] > count[d] || count[g] == count[d] && abs(g) < abs(d) {
+			d = g
 		}
 	}
-	if d == 0 || d > 16 || d < -16 {
-		return "random"
+	if abs(d) > 16 || count[d] < max(2, len(public)-2) { // all gaps but one
+
+		return "random", 0
 	}
-	return fmt.Sprintf("sequential (delta %d)", d)
+	return fmt.Sprintf("sequential (delta %d)", d), d
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 func (r *run) hairpinning(ctx context.Context) error {

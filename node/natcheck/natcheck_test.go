@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -228,6 +229,64 @@ func TestMappingOnlyFiltering(t *testing.T) {
 	}
 }
 
+// TestMappingOnlyPortAllocation: a mapping-only check tests the port
+// allocation when the mapping is endpoint-dependent (a hole punch between
+// two such NATs needs to know whether the next port can be predicted), and
+// not otherwise (it would cost round trips for nothing).
+func TestMappingOnlyPortAllocation(t *testing.T) {
+	cases := []struct {
+		name  string
+		nat   *virtualNAT
+		alloc string
+		delta int
+	}{
+		{"symmetric", &virtualNAT{mapping: AddressAndPortDependent, filtering: AddressAndPortDependent}, "sequential (delta 7)", 7},
+		{"port-restricted cone", &virtualNAT{mapping: EndpointIndependent, filtering: AddressAndPortDependent}, "unknown", 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.nat.ports, c.nat.next = map[string]int{}, 40000
+			primary := startFake(t, c.nat, true)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			rep, err := Run(ctx, Config{Servers: []netip.AddrPort{primary}, MappingOnly: true, Wait: time.Second, RTO: 100 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.UDP.PortAllocation != c.alloc || rep.UDP.PortDelta != c.delta {
+				t.Errorf("port allocation %q, delta %d; want %q, %d", rep.UDP.PortAllocation, rep.UDP.PortDelta, c.alloc, c.delta)
+			}
+		})
+	}
+}
+
+// TestBinding: one transaction gives the mapped address; a server that
+// does not answer gives an error that names it.
+func TestBinding(t *testing.T) {
+	nat := &virtualNAT{mapping: AddressAndPortDependent, filtering: AddressAndPortDependent, ports: map[string]int{}, next: 40000}
+	primary := startFake(t, nat, true)
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := Binding(ctx, c, primary, 100*time.Millisecond, time.Second)
+	if err != nil || got.Addr() != netip.MustParseAddr("203.0.113.9") || got.Port() < 40000 {
+		t.Errorf("Binding = %v, %v; want the fake NAT's public address, 203.0.113.9, and one of its ports", got, err)
+	}
+	silent, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	to := addrPortOf(silent.LocalAddr())
+	if _, err := Binding(ctx, c, to, 50*time.Millisecond, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), to.String()) {
+		t.Errorf("Binding to a silent server: error %v, want one that names %s", err, to)
+	}
+}
+
 func TestRunBlocked(t *testing.T) {
 	// A socket that never answers: UDP blocked, not an error.
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -253,17 +312,23 @@ func TestPortAllocation(t *testing.T) {
 	cases := []struct {
 		local, public []int
 		want          string
+		delta         int
 	}{
-		{[]int{5000, 6000, 7000}, []int{5000, 6000, 7000}, "preserved"},
-		{[]int{5000, 6000, 7000}, []int{1024, 1025, 1026}, "sequential (delta 1)"},
-		{[]int{5000, 6000, 7000, 8000}, []int{1030, 1028, 1026, 1024}, "sequential (delta -2)"},
-		{[]int{5000, 6000, 7000}, []int{31337, 4211, 60001}, "random"},
-		{[]int{5000, 6000, 7000}, []int{9000, 9000, 9000}, "random"},
-		{[]int{5000, 6000}, []int{5000, 6000}, "unknown"},
+		{[]int{5000, 6000, 7000}, []int{5000, 6000, 7000}, "preserved", 0},
+		{[]int{5000, 6000, 7000}, []int{1024, 1025, 1026}, "sequential (delta 1)", 1},
+		{[]int{5000, 6000, 7000, 8000}, []int{1030, 1028, 1026, 1024}, "sequential (delta -2)", -2},
+		{[]int{5000, 6000, 7000}, []int{31337, 4211, 60001}, "random", 0},
+		{[]int{5000, 6000, 7000}, []int{9000, 9000, 9000}, "random", 0},
+		{[]int{5000, 6000}, []int{5000, 6000}, "unknown", 0},
+		// Another flow took a port between two samples.
+		{[]int{5000, 6000, 7000, 8000}, []int{1024, 1025, 1027, 1028}, "sequential (delta 1)", 1},
+		{[]int{5000, 6000, 7000, 8000}, []int{1024, 1025, 1027, 1030}, "random", 0},
+		{[]int{5000, 6000, 7000, 8000}, []int{1024, 1025, 1023, 1024}, "random", 0},
+		{[]int{5000, 6000, 7000}, []int{1024, 1025, 1027}, "random", 0},
 	}
 	for _, c := range cases {
-		if got := portAllocation(c.local, c.public); got != c.want {
-			t.Errorf("portAllocation(%v, %v) = %q, want %q", c.local, c.public, got, c.want)
+		if got, d := portAllocation(c.local, c.public); got != c.want || d != c.delta {
+			t.Errorf("portAllocation(%v, %v) = %q, %d; want %q, %d", c.local, c.public, got, d, c.want, c.delta)
 		}
 	}
 }

@@ -29,6 +29,17 @@ type binding struct {
 // answer they look for.
 var errNoAnswer = errors.New("no answer")
 
+// Binding runs one STUN Binding transaction (RFC 8489) from conn to server
+// and returns the public address the server saw the request come from: on
+// a NAT that maps each new destination to the next port, where the next
+// mapping's count starts. It retransmits after rto, then after twice as
+// long each time, and gives up after wait with an error that names the
+// server.
+func Binding(ctx context.Context, conn net.PacketConn, server netip.AddrPort, rto, wait time.Duration) (netip.AddrPort, error) {
+	b, err := transact(ctx, conn, server, 0, rto, wait) // its errors name the server
+	return b.mapped, err
+}
+
 // transact sends a Binding request to server from conn and waits for its
 // answer, retransmitting after rto, then after twice as long each time
 // (RFC 5389 section 7.2.1), until wait has passed: with the defaults three

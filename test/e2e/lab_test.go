@@ -275,6 +275,10 @@ func TestNATTraversal(t *testing.T) {
 		// which is QUIC's.
 		{"edm to eim-apdf, default transports", netlab.NATSymmetric, netlab.NATPortRestricted, "default", false, wanShape{}, "quic-v1", false},
 		{"eim-apdf to edm, default transports", netlab.NATPortRestricted, netlab.NATSymmetric, "default", false, wanShape{}, "quic-v1", false},
+		// Both symmetric, with sequential ports: port prediction (issue
+		// 12), QUIC's too.
+		{"edm-seq to edm-seq, default transports", netlab.NATSequential, netlab.NATSequential, "default", false, wanShape{}, "quic-v1", false},
+		{"edm-seq to edm-seq, default transports, 40 ms RTT, 1 % loss", netlab.NATSequential, netlab.NATSequential, "default", false, wanShape{40 * time.Millisecond, 1}, "quic-v1", false},
 		{"none to eim-apdf", netlab.NATNone, netlab.NATPortRestricted, "tcp", false, wanShape{}, "", false},
 		{"firewall to eim-apdf", netlab.NATFirewall, netlab.NATPortRestricted, "tcp", false, wanShape{}, "", false},
 	}
@@ -370,6 +374,126 @@ func TestSameLAN(t *testing.T) {
 	if !lan {
 		t.Errorf("the serving peer has no direct connection to the client's LAN address %s (%v):\n%s", cliHost.IP, conns, raw)
 	}
+}
+
+// TestPunchProbeBudget: the hole punches that send many datagrams (the
+// birthday method, port prediction) stay within the bound the README
+// states, counted on the routers: every UDP packet both sites' routers
+// forwarded out, from the nodes' start to a direct connection and a small
+// echo over it, is at most the punch's bound plus what joining, the QUIC
+// handshakes and the echo take (udpSlack).
+func TestPunchProbeBudget(t *testing.T) {
+	const (
+		birthdayBound = 256 + 2048 // hard side's mappings + easy side's probes
+		predictBound  = 2 * 32 * 20
+		udpSlack      = 600
+	)
+	cases := []struct {
+		name           string
+		client, server netlab.NAT
+		bound          int64
+	}{
+		{"birthday, edm to eim-apdf", netlab.NATSymmetric, netlab.NATPortRestricted, birthdayBound},
+		{"birthday, eim-apdf to edm", netlab.NATPortRestricted, netlab.NATSymmetric, birthdayBound},
+		{"port prediction, edm-seq to edm-seq", netlab.NATSequential, netlab.NATSequential, predictBound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := testContext(t, 2*time.Minute)
+			ln := newWANLabNet(t, ctx, "quic", wanShape{})
+			srvSite := ln.lab.AddSite("s", c.server, ln.siteOpts()...)
+			cliSite := ln.lab.AddSite("c", c.client, ln.siteOpts()...)
+			client := newNode(t, ctx)
+			server, _ := ln.serveIn(t, ctx, srvSite.AddHost("srv"), client.id)
+			cliHost := cliSite.AddHost("cli")
+			fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
+			ln.echoThrough(t, ctx, cliHost, addr, 64<<10)
+			if !waitFor(15*time.Second, func() bool { return strings.Contains(fwd.Stderr.String(), "path=direct") }) {
+				t.Fatalf("no direct connection; the forward's log:\n%s", fwd.Stderr.String())
+			}
+			var total int64
+			for _, site := range []*netlab.Site{srvSite, cliSite} {
+				n, err := site.UDPPacketsOut(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				total += n
+			}
+			if total > c.bound+udpSlack {
+				t.Errorf("the routers forwarded %d UDP packets out; the bound is %d for the punch and %d for the rest", total, c.bound, udpSlack)
+			}
+			t.Logf("UDP packets out of both routers, start to direct: %d (bound %d + %d)", total, c.bound, udpSlack)
+		})
+	}
+}
+
+// TestDirectPathCut: falling back to the relay and forth to a direct path
+// (issue 12). Two eim-apdf sites, default transports: the punched direct
+// connection is TCP. The client's router then drops every TCP packet to or
+// from the server's public IP, as a path that died would; the relay, on
+// the bootstrap host, stays reachable. A new connection started within 5 s
+// of the cut works again (through the relay: the
+// forward found the direct connection dead and closed it), and after the
+// new hole punch (QUIC: TCP stays cut) the forward is direct again and a
+// 1 MiB echo does not go through the relay.
+func TestDirectPathCut(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	ln := newWANLabNet(t, ctx, "default", wanShape{})
+	srvSite := ln.lab.AddSite("s", netlab.NATPortRestricted, ln.siteOpts()...)
+	cliSite := ln.lab.AddSite("c", netlab.NATPortRestricted, ln.siteOpts()...)
+	cliHost := cliSite.AddHost("cli")
+	client := newNode(t, ctx)
+	server, _ := ln.serveIn(t, ctx, srvSite.AddHost("srv"), client.id)
+	fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
+	ln.echoThrough(t, ctx, cliHost, addr, 1<<20)
+	direct := func() []string {
+		st, _ := statusOf(t, ctx, server)
+		var out []string
+		for _, c := range st.Connections {
+			if c.Peer == client.id && c.Path == "direct" {
+				out = append(out, c.Transport)
+			}
+		}
+		return out
+	}
+	if d := direct(); !slices.Contains(d, "tcp") {
+		t.Fatalf("before the cut: direct connections over %v, want tcp", d)
+	}
+
+	restore, err := cliSite.Cut(ctx, srvSite.PublicIP(), "tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = restore() })
+	cut := time.Now()
+	payload := int64(32 << 10) // within the relay's 128 KiB limit
+	for try := 1; ; try++ {
+		began := time.Since(cut)
+		conn := dialIn(t, cliHost, addr)
+		_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+		sent, received, err := exchange(conn, pseudoRandom(addr, payload))
+		conn.Close()
+		if err == nil && sent == received && sent.n == payload {
+			t.Logf("a new connection started %v after the cut carried its echo (try %d, done %v after the cut)",
+				began.Round(time.Millisecond), try, time.Since(cut).Round(time.Millisecond))
+			break
+		}
+		if time.Since(cut) > 5*time.Second {
+			t.Fatalf("5 s after the cut, connections through the forward still fail (try %d: %v, sent %v, received %v); the forward's log:\n%s",
+				try, err, sent, received, fwd.Stderr.String())
+		}
+	}
+	if !strings.Contains(fwd.Stderr.String(), "stopped answering") {
+		t.Errorf("the forward did not log the dead direct connection; its log:\n%s", fwd.Stderr.String())
+	}
+
+	if !waitFor(45*time.Second, func() bool { return slices.Contains(direct(), "quic-v1") }) {
+		t.Fatalf("no direct connection again 45 s after the cut (direct over %v); the forward's log:\n%s", direct(), fwd.Stderr.String())
+	}
+	if moved := ln.echoThrough(t, ctx, cliHost, addr, 1<<20); moved > 512<<10 {
+		t.Errorf("the relay host moved %d bytes during a 1 MiB echo after the new punch: not direct", moved)
+	}
+	t.Logf("direct again over %v, %v after the cut", direct(), time.Since(cut).Round(time.Millisecond))
 }
 
 // TestRelayFallback: between two symmetric NATs hole punching cannot work.
