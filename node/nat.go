@@ -173,6 +173,17 @@ func (c *natChecker) hold(ctx context.Context) (release func(), err error) {
 	}
 }
 
+// tryHold is hold without the wait: with a check in flight it returns
+// held false (and a release that does nothing).
+func (c *natChecker) tryHold() (release func(), held bool) {
+	select {
+	case c.run <- struct{}{}:
+		return func() { <-c.run }, true
+	default:
+		return func() {}, false
+	}
+}
+
 // Last is the last report, nil before the first check ended.
 func (c *natChecker) Last() *natcheck.Report {
 	c.mu.Lock()
