@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -136,9 +137,13 @@ type punchMsg struct {
 	Delta int `json:"delta,omitempty"`
 	// Port, in a "predict" message, is the public port of the sender's
 	// newest mapping, the one its next flows count on from.
-	Port   int    `json:"port,omitempty"`
-	Token  string `json:"token,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	Port int `json:"port,omitempty"`
+	// NoProbe: the sender does not run the strategies that send many
+	// datagrams (birthday, prediction) with this peer (see
+	// Node.SetProbePolicy); both sides then pick what remains.
+	NoProbe bool   `json:"no_probe,omitempty"`
+	Token   string `json:"token,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 
 	// stun is the STUN server that answered this node's NAT check (own
 	// messages only; not sent).
@@ -159,7 +164,7 @@ func punchStrategy(mine, theirs punchMsg) (strategy string, hardIsMine bool) {
 	case !known(mine) || !known(theirs):
 		return strategyDCUtR, false
 	case hardMapping(mine.Mapping) && hardMapping(theirs.Mapping):
-		if predictable(mine) && predictable(theirs) {
+		if predictable(mine) && predictable(theirs) && !mine.NoProbe && !theirs.NoProbe {
 			return strategyPredict, false
 		}
 		return strategyRelay, false
@@ -175,14 +180,14 @@ func punchStrategy(mine, theirs punchMsg) (strategy string, hardIsMine bool) {
 	case easy.Filtering == string(natcheck.EndpointIndependent):
 		// A full cone lets the hard side's DCUtR packets in: DCUtR works.
 		return strategyDCUtR, false
-	case mine.QUIC != "" && theirs.QUIC != "":
+	case mine.QUIC != "" && theirs.QUIC != "" && !mine.NoProbe && !theirs.NoProbe:
 	case easy.Filtering == string(natcheck.Unknown) || easy.Filtering == "":
-		// No birthday without QUIC on both sides; DCUtR may work if the
-		// filter turns out open.
+		// No birthday without QUIC on both sides (or with a side that
+		// allows no probes); DCUtR may work if the filter turns out open.
 		return strategyDCUtR, false
 	default:
 		// A filtering cone against an endpoint-dependent mapping, and no
-		// QUIC for the birthday: nothing can punch through.
+		// birthday: nothing can punch through.
 		return strategyRelay, false
 	}
 	return strategyBirthday, hardIsMine
@@ -295,6 +300,11 @@ type birthday struct {
 	// filter makes the next DCUtR attempt TCP-only when both peers can
 	// punch TCP.
 	filter *punchFilter
+	// probePolicy, when set, says whether a peer that asks this node for
+	// a hole punch may have the many-datagram strategies: what the peer
+	// sends as its public address is the peer's word only, and the
+	// probes go there.
+	probePolicy atomic.Pointer[func(peer.ID) bool]
 	// done records each attempt (metrics): the strategy, whether it went
 	// direct, and the probes this side sent.
 	done func(strategy string, direct bool, probes int)
@@ -460,6 +470,9 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool, boo
 	// connected") until a transport timeout, QUIC's 30 s.
 	closedDead := s.Stat().Direction == network.DirInbound && b.closeDead(ctx, id)
 	mine := b.local(ctx)
+	if f := b.probePolicy.Load(); f != nil && s.Stat().Direction == network.DirInbound && !(*f)(id) {
+		mine.NoProbe = true
+	}
 	if closedDead && hasHandler(b.h, holepunch.Protocol) {
 		// DCUtR starts on a new relayed connection, not on this one.
 		mine.Redial = true

@@ -436,6 +436,25 @@ func (n *Node) Reservations() []Reservation {
 
 // Close stops the node's services (waiting for their goroutines), then the
 // DHT and the host. Calling it again returns the first call's error.
+// SetProbePolicy limits the hole punches that send many datagrams (the
+// birthday method and port prediction: up to 2,304 and 640 from this
+// node per attempt) to the peers for which allowed says true, when they
+// ask this node for a punch; the others get DCUtR or the relay. The
+// address those datagrams go to is the asking peer's word, so a serving
+// node should allow the peers its services allow (overlay.Server.Allows).
+// nil allows every peer (the default). A node that asks for a punch
+// (a forward) is not limited: it chose its peer.
+func (n *Node) SetProbePolicy(allowed func(peer.ID) bool) {
+	if n.bday == nil {
+		return
+	}
+	if allowed == nil {
+		n.bday.probePolicy.Store(nil)
+		return
+	}
+	n.bday.probePolicy.Store(&allowed)
+}
+
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()

@@ -248,7 +248,7 @@ func (p *puncher) upgrade(ctx context.Context, id peer.ID) Path {
 			p.log.Info("direct connection by hole punching", "peer", id, "took", took.Round(time.Millisecond), "strategy", strategy)
 			return PathDirect
 		case strategy == strategyRelay:
-			p.log.Info("both peers are behind NATs that map each destination to a new port: no hole punch can work; carrying data through the relay", "peer", id)
+			p.log.Info("no hole punch can work between the two peers' NATs (or the peer sends this node no probes); carrying data through the relay", "peer", id)
 			return p.pathTo(id)
 		case strategy == strategyPredict:
 			// DCUtR cannot do better between two endpoint-dependent

@@ -178,6 +178,10 @@ func (s *Server) Services() []Service {
 	return out
 }
 
+// Allows reports whether p may use at least one of the services (it is
+// on an allow list, or a service is public).
+func (s *Server) Allows(p peer.ID) bool { return len(s.servicesFor(p)) > 0 }
+
 // Shutdown stops taking new forward streams at once (new ones are reset),
 // lets the open ones finish, and when ctx ends first, does what Close does
 // to those still open. It returns nil when every connection finished, and

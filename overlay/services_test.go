@@ -43,3 +43,34 @@ func TestListServices(t *testing.T) {
 		t.Errorf("ListServices of a peer with no server: %v; want \"offers no services\"", err)
 	}
 }
+
+// TestServerAllows: a peer is allowed when a service's allow list has it
+// or a service is public; nobody else.
+func TestServerAllows(t *testing.T) {
+	h := newHost(t, "tcp")
+	a, b := newHost(t, "tcp").ID(), newHost(t, "tcp").ID()
+	cases := []struct {
+		name     string
+		svcs     []Service
+		a, other bool
+	}{
+		{"allow list", []Service{{Name: "ssh", Target: "127.0.0.1:22", Allow: []peer.ID{a}}}, true, false},
+		{"public", []Service{{Name: "web", Target: "127.0.0.1:80", Public: true}}, true, true},
+		{"no service", nil, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srv, err := NewServer(h, c.svcs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			if got := srv.Allows(a); got != c.a {
+				t.Errorf("Allows(listed peer) = %v, want %v", got, c.a)
+			}
+			if got := srv.Allows(b); got != c.other {
+				t.Errorf("Allows(other peer) = %v, want %v", got, c.other)
+			}
+		})
+	}
+}

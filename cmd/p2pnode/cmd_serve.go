@@ -117,6 +117,9 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 		return err
 	}
 	defer srv.Close()
+	// Only peers that may use a service get the hole punches that send
+	// many datagrams to an address they name.
+	n.SetProbePolicy(srv.Allows)
 
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "peer ID: %s\n", n.ID())

@@ -29,14 +29,16 @@ func TestNATCheck(t *testing.T) {
 		mapping, filtering string
 		classic            string
 		tcpMapping         string
+		ports              string // the port allocation's first word; "" not checked
 	}{
-		{"none", netlab.NATNone, nil, "endpoint-independent", "endpoint-independent", "open internet", "endpoint-independent"},
-		{"firewall", netlab.NATFirewall, nil, "endpoint-independent", "address-and-port-dependent", "symmetric UDP firewall", "endpoint-independent"},
-		{"eim-eif", netlab.NATFullCone, nil, "endpoint-independent", "endpoint-independent", "full cone", "endpoint-independent"},
-		{"eim-adf", netlab.NATRestricted, nil, "endpoint-independent", "address-dependent", "restricted cone", "endpoint-independent"},
-		{"eim-apdf", netlab.NATPortRestricted, nil, "endpoint-independent", "address-and-port-dependent", "port-restricted cone", "endpoint-independent"},
-		{"edm", netlab.NATSymmetric, nil, "address-and-port-dependent", "address-and-port-dependent", "symmetric", "address-and-port-dependent"},
-		{"UDP blocked", netlab.NATPortRestricted, []netlab.SiteOption{netlab.BlockUDP()}, "unknown", "unknown", "UDP blocked", "endpoint-independent"},
+		{"none", netlab.NATNone, nil, "endpoint-independent", "endpoint-independent", "open internet", "endpoint-independent", ""},
+		{"firewall", netlab.NATFirewall, nil, "endpoint-independent", "address-and-port-dependent", "symmetric UDP firewall", "endpoint-independent", ""},
+		{"eim-eif", netlab.NATFullCone, nil, "endpoint-independent", "endpoint-independent", "full cone", "endpoint-independent", ""},
+		{"eim-adf", netlab.NATRestricted, nil, "endpoint-independent", "address-dependent", "restricted cone", "endpoint-independent", ""},
+		{"eim-apdf", netlab.NATPortRestricted, nil, "endpoint-independent", "address-and-port-dependent", "port-restricted cone", "endpoint-independent", ""},
+		{"edm", netlab.NATSymmetric, nil, "address-and-port-dependent", "address-and-port-dependent", "symmetric", "address-and-port-dependent", "random"},
+		{"edm-seq", netlab.NATSequential, nil, "address-and-port-dependent", "address-and-port-dependent", "symmetric", "address-and-port-dependent", "sequential"},
+		{"UDP blocked", netlab.NATPortRestricted, []netlab.SiteOption{netlab.BlockUDP()}, "unknown", "unknown", "UDP blocked", "endpoint-independent", ""},
 	}
 	// Goroutines rather than t.Parallel: most of a check is waiting for an
 	// answer that a filter drops, and -parallel (GOMAXPROCS) would queue
@@ -74,6 +76,9 @@ func TestNATCheck(t *testing.T) {
 					if u.Mapping != c.mapping || u.Filtering != c.filtering || u.Classic != c.classic {
 						t.Errorf("run %d: mapping %s, filtering %s, classic %q; want %s, %s, %q (not run: %v)\n%s",
 							i, u.Mapping, u.Filtering, u.Classic, c.mapping, c.filtering, c.classic, u.NotRun, res.stdout)
+					}
+					if c.ports != "" && !strings.HasPrefix(u.PortAllocation, c.ports) {
+						t.Errorf("run %d: port allocation %q, want %s", i, u.PortAllocation, c.ports)
 					}
 					if rep.TCP.Mapping != c.tcpMapping {
 						t.Errorf("run %d: TCP mapping %s, want %s (not run: %v)", i, rep.TCP.Mapping, c.tcpMapping, rep.TCP.NotRun)
