@@ -43,8 +43,10 @@ import (
 // mappings and 2048 probes, about 99.97 % of the time). The hard side then
 // listens for QUIC on that socket's port and the easy side dials it: a
 // normal libp2p QUIC connection, peer identities checked by TLS. When both
-// sides are hard, no strategy works without port prediction: the relay
-// carries the data at once instead of after DCUtR's timeouts.
+// sides are hard and both NATs allocate ports sequentially, they predict
+// each other's next ports (strategyPredict, predict.go); otherwise nothing
+// works, and the relay carries the data at once instead of after DCUtR's
+// timeouts.
 //
 // Two peers behind the same NAT (both NAT checks saw one public IP) need
 // none of this: the one that opened the stream dials the other's LAN
@@ -53,7 +55,9 @@ import (
 // Messages are JSON lines: {"type":"nat",...} both ways, then from the hard
 // side {"type":"ready","token":HEX} once its mappings exist, {"type":"hit"}
 // when a probe landed, {"type":"listening"} once it listens, or
-// {"type":"fail","reason":...}.
+// {"type":"fail","reason":...}; for prediction, {"type":"predict",
+// "port":N,"token":HEX} both ways, then "hit" from the side that dials and
+// "listening" from the other.
 const PunchProtocol protocol.ID = "/p2pnode/punch/1.0.0"
 
 const (
@@ -90,7 +94,7 @@ const (
 const (
 	strategyDCUtR    = "dcutr"    // both easy, or not known: go-libp2p's DCUtR
 	strategyBirthday = "birthday" // one side endpoint-dependent
-	strategyRelay    = "relay"    // both endpoint-dependent: nothing to punch
+	strategyRelay    = "relay"    // nothing can punch (or no probes allowed)
 	strategyLAN      = "lan"      // behind the same NAT: dial the LAN addresses
 	strategyPredict  = "predict"  // both endpoint-dependent, both sequential: port prediction
 )

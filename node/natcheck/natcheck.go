@@ -550,11 +550,14 @@ func meaning(u *UDPReport) string {
 	case ClassicOpen:
 		return "peers can connect to this node directly: no NAT, no UDP filter"
 	case ClassicFullCone, ClassicRestricted, ClassicPortRestr:
-		return "direct connections likely with peers behind any cone NAT, by hole punching (DCUtR); with a peer behind a symmetric NAT only if its ports are predictable, else through a relay"
+		return "direct connections likely with peers behind any cone NAT, by hole punching (DCUtR), and with peers behind a symmetric NAT by p2pnode's birthday hole punch (QUIC)"
 	case ClassicUDPFirewall:
 		return "no NAT, but a firewall drops unsolicited UDP: hole punching (DCUtR) gets through it to most peers"
 	case ClassicSymmetric:
-		return "direct connections with cone-NAT peers only by port prediction or from their side; with another symmetric NAT only through a relay"
+		if u.PortDelta != 0 {
+			return "direct connections with cone-NAT peers by p2pnode's birthday hole punch (QUIC), and with peers behind another symmetric NAT whose ports are sequential too by port prediction; with one that picks ports at random only through a relay"
+		}
+		return "direct connections with cone-NAT peers by p2pnode's birthday hole punch (QUIC); with peers behind another symmetric NAT only through a relay"
 	case ClassicUDPBlocked:
 		return "no STUN server answered over UDP: QUIC cannot work here; p2pnode connects over TCP, and through a relay where TCP hole punching fails"
 	}
