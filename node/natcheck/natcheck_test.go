@@ -265,35 +265,33 @@ func TestMappingOnlyPortAllocation(t *testing.T) {
 func TestBinding(t *testing.T) {
 	nat := &virtualNAT{mapping: AddressAndPortDependent, filtering: AddressAndPortDependent, ports: map[string]int{}, next: 40000}
 	primary := startFake(t, nat, true)
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := loopbackUDP(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	got, err := Binding(ctx, c, primary, 100*time.Millisecond, time.Second)
 	if err != nil || got.Addr() != netip.MustParseAddr("203.0.113.9") || got.Port() < 40000 {
 		t.Errorf("Binding = %v, %v; want the fake NAT's public address, 203.0.113.9, and one of its ports", got, err)
 	}
-	silent, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	to := addrPortOf(silent.LocalAddr())
+	to := addrPortOf(loopbackUDP(t).LocalAddr())
 	if _, err := Binding(ctx, c, to, 50*time.Millisecond, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), to.String()) {
 		t.Errorf("Binding to a silent server: error %v, want one that names %s", err, to)
 	}
 }
 
-func TestRunBlocked(t *testing.T) {
-	// A socket that never answers: UDP blocked, not an error.
+// loopbackUDP is a UDP socket on 127.0.0.1, closed when the test ends.
+func loopbackUDP(t *testing.T) *net.UDPConn {
+	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRunBlocked(t *testing.T) {
+	// A socket that never answers: UDP blocked, not an error.
+	c := loopbackUDP(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rep, err := Run(ctx, Config{Servers: []netip.AddrPort{addrPortOf(c.LocalAddr())}, Wait: 300 * time.Millisecond})
