@@ -78,6 +78,9 @@ const (
 	// it takes a millisecond or two; behind a carrier-grade NAT that two
 	// homes share, the addresses are another home's and it times out.
 	lanDialTimeout = 2 * time.Second
+	// openDialTimeout bounds the dial to a peer that takes unsolicited
+	// connections: a handshake, a few round trips.
+	openDialTimeout = 3 * time.Second
 )
 
 // The datagrams of the birthday method. The first byte has the 0x40 bit
@@ -97,6 +100,7 @@ const (
 	strategyRelay    = "relay"    // nothing can punch (or no probes allowed)
 	strategyLAN      = "lan"      // behind the same NAT: dial the LAN addresses
 	strategyPredict  = "predict"  // both endpoint-dependent, both sequential: port prediction
+	strategyOpen     = "open"     // the other side takes unsolicited connections: dial it
 )
 
 // punchMsg is one message of PunchProtocol.
@@ -273,6 +277,33 @@ func (b *birthday) dialLAN(ctx context.Context, id peer.ID, lan []ma.Multiaddr) 
 		b.log.Debug("same NAT: no connection to the peer's LAN addresses", "peer", id, "error", err)
 	}
 	return slices.ContainsFunc(b.h.Network().ConnsToPeer(id), func(c network.Conn) bool { return !isRelayAddr(c.RemoteMultiaddr()) })
+}
+
+// dialOpen dials id at the public addresses its message gives (its NAT
+// check's QUIC and TCP ones), as a peer that takes unsolicited connections
+// can be dialled; it reports whether there is a direct connection to id
+// afterwards.
+func (b *birthday) dialOpen(ctx context.Context, id peer.ID, theirs punchMsg) bool {
+	var addrs []ma.Multiaddr
+	if ap, err := netip.ParseAddrPort(theirs.QUIC); err == nil {
+		if a, err := ma.NewMultiaddr("/ip4/" + ap.Addr().Unmap().String() + "/udp/" + strconv.Itoa(int(ap.Port())) + "/quic-v1"); err == nil && ap.Addr().Unmap().Is4() {
+			addrs = append(addrs, a)
+		}
+	}
+	if a := tcpMultiaddr(theirs.TCPAddr); a != nil {
+		addrs = append(addrs, a)
+	}
+	addrs = slices.DeleteFunc(addrs, func(a ma.Multiaddr) bool { return !manet.IsPublicAddr(a) })
+	if len(addrs) == 0 {
+		return false
+	}
+	b.h.Peerstore().AddAddrs(id, addrs, peerstore.TempAddrTTL)
+	ctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "p2pnode: the peer is open"), openDialTimeout)
+	defer cancel()
+	if err := b.h.Connect(ctx, peer.AddrInfo{ID: id, Addrs: addrs}); err != nil {
+		b.log.Debug("no direct connection to the open peer's public addresses", "peer", id, "error", err)
+	}
+	return hasDirectConn(b.h, id)
 }
 
 // ownAddress reports whether the IP of addr (IP:port) is one of this
@@ -509,6 +540,21 @@ func (b *birthday) run(ctx context.Context, s network.Stream) (string, bool, boo
 			b.log.Info("direct connection over the LAN: both peers are behind one NAT", "peer", id)
 			return strategyLAN, true, false
 		}
+	}
+	if theirs.Filtering == string(natcheck.EndpointIndependent) && !mine.Open && s.Stat().Direction == network.DirOutbound && b.dialOpen(ctx, id, theirs) {
+		// The peer's filter lets anyone in (a full cone, or no NAT and
+		// no firewall; Open alone also covers a firewall that drops);
+		// a plain dial does it.
+		// Behind an endpoint-dependent mapping this side's DCUtR handler
+		// never comes (no confirmed observed address), and the peer's
+		// DCUtR does not start once its AutoNAT has found it public: a
+		// punch would wait for nothing (3 s at 150 ms RTT in the NAT
+		// matrix, edm/eim-eif).
+		if b.filter != nil {
+			b.filter.decide(id)
+		}
+		b.log.Info("direct connection by dialing the peer's public address: it takes unsolicited connections", "peer", id)
+		return strategyOpen, true, false
 	}
 	strategy, hard := punchStrategy(mine, theirs)
 	b.log.Info("hole punch strategy", "peer", id, "strategy", strategy, "mapping", mine.Mapping, "port_delta", mine.Delta,

@@ -93,6 +93,7 @@ func newReserver(h host.Host, relays []peer.AddrInfo, candidates func() []peer.I
 	sub, err := h.EventBus().Subscribe([]any{
 		new(event.EvtPeerIdentificationCompleted),
 		new(event.EvtPeerConnectednessChanged),
+		new(event.EvtLocalAddressesUpdated), // a public address announced at last
 	})
 	if err != nil {
 		emit.Close()
@@ -175,7 +176,13 @@ func (r *reserver) run(ctx context.Context) {
 // reconcile reserves on every connected relay that lacks a fresh
 // reservation, or drops all of them once the node is public.
 func (r *reserver) reconcile(ctx context.Context) {
-	public := r.reach.Reachability() == ReachabilityPublic
+	// Public, and saying so: AutoNAT v1 may call the node public before
+	// its host announces a public direct address (go-libp2p adds an
+	// observed address once enough peers saw it); dropping the
+	// reservations then would leave the node with no address anyone can
+	// use: a forward at 150 ms RTT in the NAT matrix found a full-cone
+	// serving peer "not found in the DHT" in 1 to 7 of 10 tries.
+	public := r.reach.Reachability() == ReachabilityPublic && announcesPublicDirect(r.h.Addrs())
 	r.mu.Lock()
 	changed := false
 	if public && len(r.rsvps) > 0 {
@@ -321,6 +328,12 @@ const (
 )
 
 // offersRelay reads the peer's protocols from the peerstore.
+// announcesPublicDirect reports whether addrs (a host's announced ones)
+// has a public address that is not a relay's.
+func announcesPublicDirect(addrs []ma.Multiaddr) bool {
+	return slices.ContainsFunc(addrs, func(a ma.Multiaddr) bool { return !isRelayAddr(a) && manet.IsPublicAddr(a) })
+}
+
 func offersRelay(h host.Host, id peer.ID) string {
 	protos, err := h.Peerstore().GetProtocols(id)
 	if err != nil || len(protos) == 0 {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -21,23 +22,11 @@ import (
 // the one way circuit addresses reach it); once the node is public, the
 // reservation and the address go.
 func TestReserverPublishesCircuitAddrs(t *testing.T) {
-	boot := newLoopbackNode(t, nil, libp2p.EnableRelayService(), libp2p.ForceReachabilityPublic())
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := New(Config{
-		Identity:       key,
-		ListenAddrs:    []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
-		Logger:         slog.New(slog.DiscardHandler),
-		BootstrapPeers: []peer.AddrInfo{{ID: boot.ID(), Addrs: boot.Host.Addrs()}},
-		DHTMode:        DHTModeClient,
-		ReserveRelays:  true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	// The node announces a public address too, as go-libp2p does once
+	// peers observed one: without it, public is not enough (see
+	// TestReserverKeepsWithoutPublicAddr).
+	public := ma.StringCast("/ip4/11.0.0.9/tcp/4001")
+	boot, n := newReservingNode(t, libp2p.AddrsFactory(func(addrs []ma.Multiaddr) []ma.Multiaddr { return append(addrs, public) }))
 
 	circuit := "/p2p/" + boot.ID().String() + "/p2p-circuit"
 	advertised := func() bool {
@@ -52,18 +41,66 @@ func TestReserverPublishesCircuitAddrs(t *testing.T) {
 		t.Errorf("status: reservations %+v, advertised %v; want the reservation and its circuit address", st.RelayReservations, st.AdvertisedAddrs)
 	}
 
-	// As AutoNAT v1 would say it: the node is public.
-	em, err := n.Host.EventBus().Emitter(new(event.EvtLocalReachabilityChanged))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer em.Close()
-	if err := em.Emit(event.EvtLocalReachabilityChanged{Reachability: network.ReachabilityPublic}); err != nil {
-		t.Fatal(err)
-	}
+	sayPublic(t, n)
 	waitFor(t, "the reservation to be dropped once public", func() bool { return len(n.Reservations()) == 0 })
 	waitFor(t, "the circuit address to go", func() bool { return !advertised() })
 	if r := n.Status().Reachability; r != ReachabilityPublic {
 		t.Errorf("status says %s, want public: Status and the reserver read one tracker", r)
+	}
+}
+
+// TestReserverKeepsWithoutPublicAddr: AutoNAT v1 may call a node public
+// before its host announces any public direct address; the reservation
+// (its circuit address the only one others can use) stays meanwhile.
+func TestReserverKeepsWithoutPublicAddr(t *testing.T) {
+	boot, n := newReservingNode(t)
+	waitFor(t, "a reservation on the bootstrap peer's relay", func() bool {
+		r := n.Reservations()
+		return len(r) == 1 && r[0].Relay == boot.ID()
+	})
+	sayPublic(t, n)
+	waitFor(t, "the tracker to say public", func() bool { return n.Status().Reachability == ReachabilityPublic })
+	// The reserver reconciles on the same event; a second look a moment
+	// later would find it dropped if it were going to be.
+	time.Sleep(500 * time.Millisecond)
+	if len(n.Reservations()) != 1 {
+		t.Errorf("reservations %+v after public with no public address announced; want the one kept", n.Reservations())
+	}
+}
+
+// newReservingNode is a node that reserves on a loopback bootstrap relay.
+func newReservingNode(t *testing.T, opts ...libp2p.Option) (boot, n *Node) {
+	t.Helper()
+	boot = newLoopbackNode(t, nil, libp2p.EnableRelayService(), libp2p.ForceReachabilityPublic())
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err = New(Config{
+		Identity:       key,
+		ListenAddrs:    []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
+		Logger:         slog.New(slog.DiscardHandler),
+		BootstrapPeers: []peer.AddrInfo{{ID: boot.ID(), Addrs: boot.Host.Addrs()}},
+		DHTMode:        DHTModeClient,
+		ReserveRelays:  true,
+		HostOptions:    opts,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return boot, n
+}
+
+// sayPublic tells n's event bus what AutoNAT v1 would: the node is public.
+func sayPublic(t *testing.T, n *Node) {
+	t.Helper()
+	em, err := n.Host.EventBus().Emitter(new(event.EvtLocalReachabilityChanged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { em.Close() })
+	if err := em.Emit(event.EvtLocalReachabilityChanged{Reachability: network.ReachabilityPublic}); err != nil {
+		t.Fatal(err)
 	}
 }
