@@ -376,6 +376,33 @@ func TestSameLAN(t *testing.T) {
 	}
 }
 
+// TestOpenPeerDialed: a forward behind a symmetric NAT reaching a peer
+// behind a full cone dials the peer's public address (the punch
+// protocol says the peer's filter is open) instead of waiting for a punch
+// that cannot start from its side, and the connection is direct.
+func TestOpenPeerDialed(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	ln := newWANLabNet(t, ctx, "default", wanShape{})
+	srvHost := ln.lab.AddSite("s", netlab.NATFullCone, ln.siteOpts()...).AddHost("srv")
+	cliHost := ln.lab.AddSite("c", netlab.NATSymmetric, ln.siteOpts()...).AddHost("cli")
+	client := newNode(t, ctx)
+	server, _ := ln.serveIn(t, ctx, srvHost, client.id)
+	fwd, addr := ln.forwardIn(t, ctx, cliHost, client, server.id)
+	if moved := ln.echoThrough(t, ctx, cliHost, addr, 4<<20); moved > 2<<20 {
+		t.Errorf("the relay host moved %d bytes during a 4 MiB echo: not direct", moved)
+	}
+	log := fwd.Stderr.String()
+	if !strings.Contains(log, "path=direct") {
+		t.Errorf("the forward's path is not direct; its log:\n%s", log)
+	}
+	// Either the serving peer was public already (a plain direct dial) or
+	// the punch protocol ran: then it must have dialled, not punched.
+	if strings.Contains(log, "hole punch strategy") && !strings.Contains(log, "by dialing the peer's public address") {
+		t.Errorf("the punch protocol ran but the forward did not dial the open peer; its log:\n%s", log)
+	}
+	t.Logf("the forward dialled the open peer after the punch protocol: %v", strings.Contains(log, "by dialing the peer's public address"))
+}
+
 // TestPunchProbeBudget: the hole punches that send many datagrams (the
 // birthday method, port prediction) stay within the bound the README
 // states, counted on the routers: every UDP packet both sites' routers
