@@ -5,7 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"github.com/p2pnode/p2pnode/internal/e2etest"
+	"github.com/p2pnode/p2pnode/internal/testenv"
 	"io"
 	"net"
 	"strings"
@@ -118,9 +118,7 @@ func TestForwardHalfClose(t *testing.T) {
 // Forwarder.Serve, Server and a TCP target, and checks both by sha256.
 func TestForwardThroughput(t *testing.T) {
 	const size = 64 << 20
-	if e2etest.Short() { // never under CI=true
-		t.Skip("64 MiB transfer skipped in -short mode")
-	}
+	testenv.SkipIfShort(t, "64 MiB transfer")
 	up, down := randomBytes(4, size), randomBytes(5, size)
 	type result struct {
 		sum [32]byte

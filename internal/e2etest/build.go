@@ -111,9 +111,5 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// Short reports whether end-to-end tests skip themselves: under -short,
-// except with CI=true, because CI runs everything. It needs the flags
-// parsed.
-func Short() bool {
-	return testing.Short() && !testenv.CI()
-}
+// Short is testenv.Short: whether end-to-end tests skip themselves.
+func Short() bool { return testenv.Short() }

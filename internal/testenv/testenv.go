@@ -27,3 +27,16 @@ func Missing(t testing.TB, format string, args ...any) {
 	}
 	t.Skipf("%s; skipping (set CI=true to make this a failure)", msg)
 }
+
+// Short reports whether slow tests skip themselves: under -short, except
+// with CI=true, because CI runs everything. It needs the flags parsed.
+func Short() bool { return testing.Short() && !CI() }
+
+// SkipIfShort skips t under -short (see Short), saying why; under CI=true
+// it never skips.
+func SkipIfShort(t testing.TB, why string) {
+	t.Helper()
+	if Short() {
+		t.Skipf("%s: skipped in -short mode (CI=true runs it)", why)
+	}
+}

@@ -34,3 +34,17 @@ func TestMissing(t *testing.T) {
 		})
 	}
 }
+
+// TestSkipIfShortNeverUnderCI: with CI=true, SkipIfShort lets the test
+// run, -short or not.
+func TestSkipIfShortNeverUnderCI(t *testing.T) {
+	t.Setenv("CI", "true")
+	ran := false
+	t.Run("inner", func(t *testing.T) {
+		SkipIfShort(t, "slow test")
+		ran = true
+	})
+	if !ran {
+		t.Error("SkipIfShort skipped a test with CI=true")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/p2pnode/p2pnode/internal/e2etest"
+	"github.com/p2pnode/p2pnode/internal/testenv"
 )
 
 // testContext bounds everything a test starts: processes are killed when it
@@ -18,9 +19,7 @@ import (
 // reported with the processes' output rather than as a panic.
 func testContext(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
-	if e2etest.Short() {
-		t.Skip("end-to-end test: skipped in -short mode")
-	}
+	testenv.SkipIfShort(t, "end-to-end test")
 	deadline := time.Now().Add(d)
 	if td, ok := t.Deadline(); ok && td.Add(-30*time.Second).Before(deadline) {
 		deadline = td.Add(-30 * time.Second)
