@@ -285,13 +285,10 @@ func (b *birthday) dialLAN(ctx context.Context, id peer.ID, lan []ma.Multiaddr) 
 // afterwards.
 func (b *birthday) dialOpen(ctx context.Context, id peer.ID, theirs punchMsg) bool {
 	var addrs []ma.Multiaddr
-	if ap, err := netip.ParseAddrPort(theirs.QUIC); err == nil {
-		if a, err := ma.NewMultiaddr("/ip4/" + ap.Addr().Unmap().String() + "/udp/" + strconv.Itoa(int(ap.Port())) + "/quic-v1"); err == nil && ap.Addr().Unmap().Is4() {
+	for _, a := range []ma.Multiaddr{quicMultiaddr(theirs.QUIC), tcpMultiaddr(theirs.TCPAddr)} {
+		if a != nil {
 			addrs = append(addrs, a)
 		}
-	}
-	if a := tcpMultiaddr(theirs.TCPAddr); a != nil {
-		addrs = append(addrs, a)
 	}
 	addrs = slices.DeleteFunc(addrs, func(a ma.Multiaddr) bool { return !manet.IsPublicAddr(a) })
 	if len(addrs) == 0 {
@@ -311,6 +308,20 @@ func (b *birthday) dialOpen(ctx context.Context, id peer.ID, theirs punchMsg) bo
 func ownAddress(addr string) bool {
 	ap, err := netip.ParseAddrPort(addr)
 	return err == nil && natcheck.IsOwnIP(ap.Addr())
+}
+
+// quicMultiaddr is the QUIC multiaddr of a UDP IP:port (nil for "" or a
+// bad one).
+func quicMultiaddr(addr string) ma.Multiaddr {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil
+	}
+	a, err := manet.FromNetAddr(net.UDPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())))
+	if err != nil {
+		return nil
+	}
+	return a.Encapsulate(ma.StringCast("/quic-v1"))
 }
 
 // tcpMultiaddr is the multiaddr of a TCP IP:port (nil for "" or a bad one).
@@ -786,7 +797,10 @@ func (b *birthday) easySide(ctx context.Context, s network.Stream, msgs <-chan p
 // the listening socket, whose NAT mapping the punch opened) to the peer's
 // punched public address, and waits for the direct connection.
 func (b *birthday) dialPunched(ctx context.Context, id peer.ID, to netip.AddrPort) error {
-	addr := ma.StringCast("/ip4/" + to.Addr().String() + "/udp/" + strconv.Itoa(int(to.Port())) + "/quic-v1")
+	addr := quicMultiaddr(to.String())
+	if addr == nil {
+		return fmt.Errorf("no QUIC multiaddr for the punched address %s", to)
+	}
 	b.h.Peerstore().AddAddr(id, addr, peerstore.TempAddrTTL)
 	if _, err := b.h.Network().DialPeer(network.WithForceDirectDial(ctx, "p2pnode: hole punch"), id); err != nil {
 		return fmt.Errorf("dial the punched address %s: %w", addr, err)

@@ -267,10 +267,8 @@ func (c *natChecker) check(ctx context.Context, mappingOnly, store bool, extra .
 // joined over TCP, it has no public QUIC address, and over QUIC no TCP one.
 func natAddrs(rep natcheck.Report, onQUIC, fromTCPPort bool) []ma.Multiaddr {
 	var out []ma.Multiaddr
-	if ap, err := netip.ParseAddrPort(rep.UDP.PublicAddress); err == nil && onQUIC {
-		if a, err := manet.FromNetAddr(net.UDPAddrFromAddrPort(ap)); err == nil {
-			out = append(out, a.Encapsulate(ma.StringCast("/quic-v1")))
-		}
+	if a := quicMultiaddr(rep.UDP.PublicAddress); a != nil && onQUIC {
+		out = append(out, a)
 	}
 	if a := tcpMultiaddr(rep.TCP.PublicAddress); a != nil && fromTCPPort {
 		out = append(out, a)

@@ -1,12 +1,12 @@
 package node
 
 import (
+	"context"
 	"crypto/rand"
 	"log/slog"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -60,9 +60,9 @@ func TestReserverKeepsWithoutPublicAddr(t *testing.T) {
 	})
 	sayPublic(t, n)
 	waitFor(t, "the tracker to say public", func() bool { return n.Status().Reachability == ReachabilityPublic })
-	// The reserver reconciles on the same event; a second look a moment
-	// later would find it dropped if it were going to be.
-	time.Sleep(500 * time.Millisecond)
+	// One more reconcile, now that the tracker says public: it is what
+	// the reserver runs on that event.
+	n.rsv.reconcile(context.Background())
 	if len(n.Reservations()) != 1 {
 		t.Errorf("reservations %+v after public with no public address announced; want the one kept", n.Reservations())
 	}
