@@ -176,7 +176,9 @@ func (w *pathWatch) check(ctx context.Context, p peer.ID) bool {
 }
 
 // probeDirect sends one ping to p over its best direct connection (never
-// dialing) and waits up to timeout for the echo. It returns the connection
+// dialing) and waits up to timeout for the echo. go-libp2p's ping.Ping
+// would do the exchange, but it allows relayed connections and does not
+// say which connection it used, and that connection is the one to close. It returns the connection
 // probed (nil when there is no direct one) and whether it stayed silent
 // for the whole timeout; any other failure (a reset, a peer without the
 // ping protocol) says nothing about the path.
