@@ -15,7 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/config"
 	"github.com/p2pnode/p2pnode/node"
 )
 

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/p2pnode/p2pnode/bootstrap"
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/config"
 	"github.com/p2pnode/p2pnode/node"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
+	"github.com/p2pnode/p2pnode/control"
 	"github.com/p2pnode/p2pnode/overlay"
 )
 
@@ -68,8 +68,8 @@ func (a *findArgs) run(cmd *cobra.Command, g *globalFlags, name string) error {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			Name  string             `json:"name"`
-			Peers []daemon.FoundPeer `json:"peers"`
+			Name  string              `json:"name"`
+			Peers []control.FoundPeer `json:"peers"`
 		}{name, found})
 	}
 	if len(found) == 0 {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
+	"github.com/p2pnode/p2pnode/control"
 )
 
 type forwardArgs struct {
@@ -68,29 +68,29 @@ ID. With the lower-case form from 'p2pnode id --cid', %h works as well.)`,
 }
 
 // request checks the arguments and builds the forward request.
-func (a *forwardArgs) request(cmd *cobra.Command, target string) (daemon.ForwardRequest, error) {
-	t, err := daemon.ParseTarget(target)
+func (a *forwardArgs) request(cmd *cobra.Command, target string) (control.ForwardRequest, error) {
+	t, err := control.ParseTarget(target)
 	if err != nil {
-		return daemon.ForwardRequest{}, err
+		return control.ForwardRequest{}, err
 	}
 	switch {
 	case a.timeout <= 0:
-		return daemon.ForwardRequest{}, usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
+		return control.ForwardRequest{}, usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
 	case a.grace < 0:
-		return daemon.ForwardRequest{}, usagef("bad --grace %s: must be zero or positive, e.g. 10s", a.grace)
+		return control.ForwardRequest{}, usagef("bad --grace %s: must be zero or positive, e.g. 10s", a.grace)
 	case a.persist && (a.stdio || a.udp):
-		return daemon.ForwardRequest{}, usagef("--persist keeps a TCP --listen forward in the daemon; it does not go with --stdio or --udp")
+		return control.ForwardRequest{}, usagef("--persist keeps a TCP --listen forward in the daemon; it does not go with --stdio or --udp")
 	case a.stdio && a.udp:
-		return daemon.ForwardRequest{}, usagef("--stdio and --udp exclude each other: --stdio carries one TCP connection")
+		return control.ForwardRequest{}, usagef("--stdio and --udp exclude each other: --stdio carries one TCP connection")
 	case a.stdio && cmd.Flags().Changed("listen"):
-		return daemon.ForwardRequest{}, usagef("--stdio and --listen exclude each other: --stdio carries one connection over stdin/stdout")
+		return control.ForwardRequest{}, usagef("--stdio and --listen exclude each other: --stdio carries one connection over stdin/stdout")
 	}
 	if !a.stdio {
 		if _, _, err := net.SplitHostPort(a.listen); err != nil {
-			return daemon.ForwardRequest{}, usagef("bad --listen %q: expected HOST:PORT, e.g. 127.0.0.1:2222 (%v)", a.listen, err)
+			return control.ForwardRequest{}, usagef("bad --listen %q: expected HOST:PORT, e.g. 127.0.0.1:2222 (%v)", a.listen, err)
 		}
 	}
-	return daemon.ForwardRequest{Target: t, Listen: a.listen, UDP: a.udp, Timeout: a.timeout, Grace: a.grace}, nil
+	return control.ForwardRequest{Target: t, Listen: a.listen, UDP: a.udp, Timeout: a.timeout, Grace: a.grace}, nil
 }
 
 func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) error {
@@ -129,7 +129,7 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 		g.logger.Info("shutting down: no new connections; waiting for open ones", "grace", a.grace)
 	})
 	defer stopLog()
-	err = api.Forward(ctx, req, func(at daemon.Listening) { printForwarding(out, at, req) })
+	err = api.Forward(ctx, req, func(at control.Listening) { printForwarding(out, at, req) })
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -138,7 +138,7 @@ func (a *forwardArgs) run(cmd *cobra.Command, g *globalFlags, target string) err
 
 // printForwarding prints the lines users and scripts read: where to
 // connect, and for a name, which peer was chosen.
-func printForwarding(w io.Writer, at daemon.Listening, req daemon.ForwardRequest) {
+func printForwarding(w io.Writer, at control.Listening, req control.ForwardRequest) {
 	proto := ""
 	if req.UDP {
 		proto = "udp "

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
+	"github.com/p2pnode/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/node/natcheck"
 )
@@ -59,7 +59,7 @@ func (a *natArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
 	defer cancel()
-	var req daemon.NATRequest
+	var req control.NATRequest
 	for _, s := range a.stun {
 		ap, err := resolveSTUN(ctx, s)
 		if err != nil {

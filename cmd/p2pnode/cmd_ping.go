@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
+	"github.com/p2pnode/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 )
 
@@ -39,7 +39,7 @@ otherwise ping runs a node of its own for the time it takes.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVarP(&a.count, "count", "c", 3, fmt.Sprintf("number of pings (1 to %d)", daemon.MaxPingCount))
+	f.IntVarP(&a.count, "count", "c", 3, fmt.Sprintf("number of pings (1 to %d)", control.MaxPingCount))
 	f.DurationVar(&a.timeout, "timeout", time.Minute, "how long to look for and connect to the peer, and ping it")
 	a.node.register(f, "p2p-listen", false)
 	return cmd
@@ -50,12 +50,12 @@ func (a *pingArgs) run(cmd *cobra.Command, g *globalFlags, target string) error 
 	if err != nil {
 		return asUsage(fmt.Errorf("bad peer ID: %w", err))
 	}
-	req := daemon.PingRequest{Peer: p, Count: a.count, Timeout: a.timeout}
+	req := control.PingRequest{Peer: p, Count: a.count, Timeout: a.timeout}
 	if a.timeout <= 0 {
 		return usagef("bad --timeout %s: must be positive, e.g. 30s", a.timeout)
 	}
-	if err := daemon.CheckPing(req); err != nil {
-		return usagef("bad --count %d: must be 1 to %d", a.count, daemon.MaxPingCount)
+	if err := control.CheckPing(req); err != nil {
+		return usagef("bad --count %d: must be 1 to %d", a.count, control.MaxPingCount)
 	}
 	api, closeAPI, err := useAPI(cmd, g, &a.node, "pinging", "")
 	if err != nil {

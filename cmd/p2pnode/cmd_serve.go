@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/config"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -123,21 +125,7 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "peer ID: %s\n", n.ID())
-	for _, s := range svcs {
-		proto := ""
-		if s.UDP {
-			proto = "udp "
-		}
-		fmt.Fprintf(out, "service %s -> %s%s (%s)\n", s.Name, proto, s.Target, whoMay(s))
-		if !s.Public && len(s.Allow) == 0 {
-			g.logger.Warn("service is refused to every peer: it has no allow list and is not public; add --allow PEERID or --public",
-				"service", s.Name)
-		}
-	}
-	if len(svcs) == 0 {
-		g.logger.Warn("no service exposed; this node can still forward and be pinged. Add --expose [NAME=][HOST:]PORT")
-	}
-
+	printServices(out, g.logger, svcs)
 	for _, name := range a.advertise {
 		n.Advertise(name)
 	}
@@ -153,9 +141,28 @@ func (a *serveArgs) run(cmd *cobra.Command, g *globalFlags) error {
 	return nil
 }
 
+// printServices prints one line per service and warns about services
+// nobody may use.
+func printServices(out io.Writer, log *slog.Logger, svcs []overlay.Service) {
+	for _, s := range svcs {
+		proto := ""
+		if s.UDP {
+			proto = "udp "
+		}
+		fmt.Fprintf(out, "service %s -> %s%s (%s)\n", s.Name, proto, s.Target, whoMay(s))
+		if !s.Public && len(s.Allow) == 0 {
+			log.Warn("service is refused to every peer: it has no allow list and is not public; add --allow PEERID or --public",
+				"service", s.Name)
+		}
+	}
+	if len(svcs) == 0 {
+		log.Warn("no service exposed; this node can still forward and be pinged. Add --expose [NAME=][HOST:]PORT")
+	}
+}
+
 // reportReady prints the ready line once a bootstrap peer is connected, and
 // nags in the log while none is.
-func reportReady(ctx context.Context, g *globalFlags, n *node.Node, out interface{ Write([]byte) (int, error) }) {
+func reportReady(ctx context.Context, g *globalFlags, n *node.Node, out io.Writer) {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		connected, err := n.WaitBootstrap(wctx)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
+	"github.com/p2pnode/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -63,7 +63,7 @@ func (a *statusArgs) run(cmd *cobra.Command, g *globalFlags) error {
 
 // printStatus writes st for a person: one aligned "name  value" block, then
 // a table of connections.
-func printStatus(w io.Writer, st daemon.Status, now time.Time) {
+func printStatus(w io.Writer, st control.Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(name string, values ...string) {
 		if len(values) == 0 {
@@ -131,7 +131,7 @@ func describeCarriers(cs []overlay.Carrier) string {
 	return ", via " + strings.Join(parts, " and ")
 }
 
-func describeReachability(st daemon.Status, now time.Time) string {
+func describeReachability(st control.Status, now time.Time) string {
 	reach := string(st.Reachability)
 	if !st.ReachabilitySince.IsZero() {
 		reach += " since " + ago(now, st.ReachabilitySince)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
+	"github.com/p2pnode/p2pnode/config"
 	"github.com/p2pnode/p2pnode/node"
 )
 

@@ -17,7 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
+	"github.com/p2pnode/p2pnode/control"
 )
 
 // Exit codes of the CLI contract (DESIGN.md "CLI").
@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "p2pnode: %s\n", err)
 	var ue *usageError
-	var ie *daemon.InputError
+	var ie *control.InputError
 	if errors.As(err, &ue) || errors.As(err, &ie) {
 		return exitUsage
 	}

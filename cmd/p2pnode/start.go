@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -13,9 +15,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/config"
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/control"
 	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
+	"github.com/p2pnode/p2pnode/config"
+	"github.com/p2pnode/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
@@ -104,19 +106,9 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, r role) (node.
 		cfg.DHTMode = node.DHTModeServer
 	}
 	var err error
-	switch {
-	case len(f.listen) > 0:
-		cfg.ListenAddrs = nil
-		for _, s := range f.listen {
-			m, err := node.ParseListenAddr(s)
-			if err != nil {
-				return cfg, usagef("bad --%s: %v", f.listenName, err)
-			}
-			cfg.ListenAddrs = append(cfg.ListenAddrs, m)
-		}
-	case r != roleClient:
-		if cfg.ListenAddrs, err = config.ParseListenAddrs(listen); err != nil {
-			return cfg, asUsage(err)
+	if len(f.listen) > 0 || r != roleClient {
+		if cfg.ListenAddrs, err = f.listenAddrs(listen); err != nil {
+			return cfg, err
 		}
 	}
 	if len(f.bootstrap) > 0 {
@@ -125,19 +117,43 @@ func (f *nodeFlags) nodeConfig(g *globalFlags, file *config.File, r role) (node.
 		err = asUsage(err)
 	}
 	cfg.Standalone = r == roleBootstrap && len(cfg.BootstrapPeers) == 0
-	// Validated with the file; a name that does not resolve now costs
-	// only that server.
-	for _, s := range file.NAT.STUN {
+	cfg.STUNServers = resolveFileSTUN(g.logger, file.NAT.STUN)
+	return cfg, err
+}
+
+// listenAddrs returns the --listen flags if given, else the file's listen
+// (the role's list); both errors are usage errors.
+func (f *nodeFlags) listenAddrs(fromFile []string) ([]ma.Multiaddr, error) {
+	if len(f.listen) == 0 {
+		addrs, err := config.ParseListenAddrs(fromFile)
+		return addrs, asUsage(err)
+	}
+	addrs := make([]ma.Multiaddr, 0, len(f.listen))
+	for _, s := range f.listen {
+		m, err := node.ParseListenAddr(s)
+		if err != nil {
+			return nil, usagef("bad --%s: %v", f.listenName, err)
+		}
+		addrs = append(addrs, m)
+	}
+	return addrs, nil
+}
+
+// resolveFileSTUN resolves [nat] stun. The file's check validated the
+// entries; a name that does not resolve now costs only that server.
+func resolveFileSTUN(log *slog.Logger, servers []string) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, s := range servers {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ap, rerr := node.ResolveSTUNServer(ctx, s)
+		ap, err := node.ResolveSTUNServer(ctx, s)
 		cancel()
-		if rerr != nil {
-			g.logger.Warn("skipping a STUN server of [nat] stun", "error", rerr)
+		if err != nil {
+			log.Warn("skipping a STUN server of [nat] stun", "error", err)
 			continue
 		}
-		cfg.STUNServers = append(cfg.STUNServers, ap)
+		out = append(out, ap)
 	}
-	return cfg, err
+	return out
 }
 
 func parseBootstrapFlags(ss []string) ([]peer.AddrInfo, error) {
@@ -246,7 +262,7 @@ func pinnedNames(file *config.File) (map[string][]peer.ID, error) {
 // command's own, or the error noDaemon when the command needs the daemon
 // (noDaemon empty: it does not). doing says what goes through the daemon,
 // for the log (empty: nothing worth a line). close is never nil.
-func useAPI(cmd *cobra.Command, g *globalFlags, f *nodeFlags, doing, noDaemon string) (api daemon.API, close func(), err error) {
+func useAPI(cmd *cobra.Command, g *globalFlags, f *nodeFlags, doing, noDaemon string) (api control.API, close func(), err error) {
 	c, err := control.Dial(g.home)
 	switch {
 	case err == nil:

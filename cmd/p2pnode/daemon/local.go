@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/p2pnode/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/node/natcheck"
 	"github.com/p2pnode/p2pnode/overlay"
@@ -62,11 +63,11 @@ type Local struct {
 
 // persistent is a running persistent forward.
 type persistent struct {
-	PersistentForward
+	control.PersistentForward
 	cancel context.CancelFunc
 }
 
-var _ API = (*Local)(nil)
+var _ control.API = (*Local)(nil)
 
 // NewLocal returns the API over n.
 func NewLocal(n *node.Node, cfg Config) *Local {
@@ -86,9 +87,9 @@ func (l *Local) Close() error {
 }
 
 // Status implements API.
-func (l *Local) Status(context.Context) (Status, error) {
+func (l *Local) Status(context.Context) (control.Status, error) {
 	l.mu.Lock()
-	fwds := make([]PersistentForward, 0, len(l.persist))
+	fwds := make([]control.PersistentForward, 0, len(l.persist))
 	for _, p := range l.persist {
 		fwds = append(fwds, p.PersistentForward)
 	}
@@ -96,13 +97,13 @@ func (l *Local) Status(context.Context) (Status, error) {
 	for i := range fwds {
 		fwds[i].Carriers = overlay.Carriers(l.n.Host, fwds[i].Peer)
 	}
-	slices.SortFunc(fwds, func(a, b PersistentForward) int { return a.Started.Compare(b.Started) })
-	return Status{Status: l.n.Status(), PersistentForwards: fwds}, nil
+	slices.SortFunc(fwds, func(a, b control.PersistentForward) int { return a.Started.Compare(b.Started) })
+	return control.Status{Status: l.n.Status(), PersistentForwards: fwds}, nil
 }
 
 // NAT implements API: once the node has joined a bootstrap peer (which may
 // announce a STUN server), it runs the check.
-func (l *Local) NAT(ctx context.Context, req NATRequest) (natcheck.Report, error) {
+func (l *Local) NAT(ctx context.Context, req control.NATRequest) (natcheck.Report, error) {
 	if len(l.n.BootstrapPeers()) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, natJoinWait)
 		_, err := l.n.WaitBootstrap(wctx)
@@ -119,8 +120,8 @@ func (l *Local) NAT(ctx context.Context, req NATRequest) (natcheck.Report, error
 const natJoinWait = 20 * time.Second
 
 // Ping implements API.
-func (l *Local) Ping(ctx context.Context, req PingRequest) (node.PingResult, error) {
-	if err := CheckPing(req); err != nil {
+func (l *Local) Ping(ctx context.Context, req control.PingRequest) (node.PingResult, error) {
+	if err := control.CheckPing(req); err != nil {
 		return node.PingResult{Peer: req.Peer, Path: node.PathNone}, err
 	}
 	timeout := req.Timeout
@@ -133,7 +134,7 @@ func (l *Local) Ping(ctx context.Context, req PingRequest) (node.PingResult, err
 }
 
 // Forward implements API.
-func (l *Local) Forward(ctx context.Context, req ForwardRequest, ready func(Listening)) error {
+func (l *Local) Forward(ctx context.Context, req control.ForwardRequest, ready func(control.Listening)) error {
 	fw, err := l.connect(ctx, req)
 	if err != nil {
 		return err
@@ -143,20 +144,20 @@ func (l *Local) Forward(ctx context.Context, req ForwardRequest, ready func(List
 		if err != nil {
 			return fmt.Errorf("listen on udp %s: %w", req.Listen, err)
 		}
-		ready(Listening{Addr: pc.LocalAddr().String(), Peer: fw.Peer})
+		ready(control.Listening{Addr: pc.LocalAddr().String(), Peer: fw.Peer})
 		return fw.ServeUDP(ctx, pc)
 	}
 	ln, err := net.Listen("tcp", req.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", req.Listen, err)
 	}
-	ready(Listening{Addr: ln.Addr().String(), Peer: fw.Peer})
+	ready(control.Listening{Addr: ln.Addr().String(), Peer: fw.Peer})
 	return fw.Serve(ctx, ln)
 }
 
 // ForwardStdio implements API.
-func (l *Local) ForwardStdio(ctx context.Context, t Target, in io.Reader, out io.WriteCloser, ready func()) error {
-	fw, err := l.connect(ctx, ForwardRequest{Target: t})
+func (l *Local) ForwardStdio(ctx context.Context, t control.Target, in io.Reader, out io.WriteCloser, ready func()) error {
+	fw, err := l.connect(ctx, control.ForwardRequest{Target: t})
 	if err != nil {
 		return err
 	}
@@ -164,23 +165,23 @@ func (l *Local) ForwardStdio(ctx context.Context, t Target, in io.Reader, out io
 }
 
 // Persist implements API: the forward runs until ClosePersistent or Close.
-func (l *Local) Persist(ctx context.Context, req ForwardRequest) (Listening, error) {
+func (l *Local) Persist(ctx context.Context, req control.ForwardRequest) (control.Listening, error) {
 	if !l.cfg.KeepsForwards {
-		return Listening{}, fmt.Errorf("a persistent forward: %w", ErrNoDaemon)
+		return control.Listening{}, fmt.Errorf("a persistent forward: %w", control.ErrNoDaemon)
 	}
 	if req.UDP {
-		return Listening{}, BadInput("a persistent forward carries TCP; --persist does not go with --udp")
+		return control.Listening{}, control.BadInput("a persistent forward carries TCP; --persist does not go with --udp")
 	}
 	fctx, cancel := context.WithCancel(l.ctx)
-	readyc := make(chan Listening, 1)
+	readyc := make(chan control.Listening, 1)
 	errc := make(chan error, 1)
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		defer cancel()
 		var me *persistent
-		err := l.Forward(fctx, req, func(at Listening) {
-			me = &persistent{PersistentForward{Listen: at.Addr, Target: req.Target, Peer: at.Peer, Started: time.Now()}, cancel}
+		err := l.Forward(fctx, req, func(at control.Listening) {
+			me = &persistent{control.PersistentForward{Listen: at.Addr, Target: req.Target, Peer: at.Peer, Started: time.Now()}, cancel}
 			l.mu.Lock()
 			l.persist[at.Addr] = me
 			l.mu.Unlock()
@@ -203,10 +204,10 @@ func (l *Local) Persist(ctx context.Context, req ForwardRequest) (Listening, err
 		l.log.Info("persistent forward started", "listen", at.Addr, "target", req.Target)
 		return at, nil
 	case err := <-errc:
-		return Listening{}, err
+		return control.Listening{}, err
 	case <-ctx.Done():
 		cancel()
-		return Listening{}, ctx.Err()
+		return control.Listening{}, ctx.Err()
 	}
 }
 
@@ -219,14 +220,8 @@ func (l *Local) ClosePersistent(_ context.Context, listen string) error {
 	open := slices.Sorted(maps.Keys(l.persist))
 	l.mu.Unlock()
 	if !ok {
-		return &NotFoundError{fmt.Errorf("no persistent forward listens on %q (open: %v)", listen, open)}
+		return &control.NotFoundError{Err: fmt.Errorf("no persistent forward listens on %q (open: %v)", listen, open)}
 	}
 	p.cancel()
 	return nil
 }
-
-// NotFoundError says that what a request names does not exist.
-type NotFoundError struct{ Err error }
-
-func (e *NotFoundError) Error() string { return e.Err.Error() }
-func (e *NotFoundError) Unwrap() error { return e.Err }

@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/p2pnode/p2pnode/control"
 	"github.com/p2pnode/p2pnode/internal/e2etest"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
@@ -141,11 +142,11 @@ func echoThrough(t *testing.T, addr string, size int) {
 
 // startForward runs Forward in the background until the test ends and
 // returns where it listens.
-func startForward(t *testing.T, ctx context.Context, api API, req ForwardRequest) Listening {
+func startForward(t *testing.T, ctx context.Context, api control.API, req control.ForwardRequest) control.Listening {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
-	readyc, errc := make(chan Listening, 1), make(chan error, 1)
-	go func() { errc <- api.Forward(ctx, req, func(at Listening) { readyc <- at }) }()
+	readyc, errc := make(chan control.Listening, 1), make(chan error, 1)
+	go func() { errc <- api.Forward(ctx, req, func(at control.Listening) { readyc <- at }) }()
 	t.Cleanup(func() {
 		cancel()
 		<-errc
@@ -158,13 +159,13 @@ func startForward(t *testing.T, ctx context.Context, api API, req ForwardRequest
 	case <-ctx.Done():
 		t.Fatal("Forward never listened")
 	}
-	return Listening{}
+	return control.Listening{}
 }
 
 func TestForwardByPeerID(t *testing.T) {
 	w := newWorld(t, Config{})
 	ctx := testContext(t)
-	at := startForward(t, ctx, w.api, ForwardRequest{Target: Target{Peer: w.server.ID(), Service: "echo"}, Listen: "127.0.0.1:0"})
+	at := startForward(t, ctx, w.api, control.ForwardRequest{Target: control.Target{Peer: w.server.ID(), Service: "echo"}, Listen: "127.0.0.1:0"})
 	if at.Peer != w.server.ID() {
 		t.Errorf("forward reached %s, want %s", at.Peer, w.server.ID())
 	}
@@ -180,13 +181,13 @@ func TestForwardStdio(t *testing.T) {
 	in := strings.NewReader("hello through stdio")
 	var out closeBuffer
 	opened := false
-	err := w.api.ForwardStdio(ctx, Target{Peer: w.server.ID(), Service: "echo"}, in, &out, func() { opened = out.Len() == 0 })
+	err := w.api.ForwardStdio(ctx, control.Target{Peer: w.server.ID(), Service: "echo"}, in, &out, func() { opened = out.Len() == 0 })
 	if err != nil || out.String() != "hello through stdio" || !out.closed || !opened {
 		t.Errorf("ForwardStdio: err %v, out %q (closed %v), ready before bytes %v", err, out.String(), out.closed, opened)
 	}
 	// A service the peer does not offer this node is refused, with the
 	// peer's word for it.
-	err = w.api.ForwardStdio(ctx, Target{Peer: w.server.ID(), Service: "ssh"}, strings.NewReader(""), &closeBuffer{}, nil)
+	err = w.api.ForwardStdio(ctx, control.Target{Peer: w.server.ID(), Service: "ssh"}, strings.NewReader(""), &closeBuffer{}, nil)
 	var re *overlay.RefusedError
 	if !errors.As(err, &re) {
 		t.Errorf("stdio to a service not exposed: %v, want a refusal", err)
@@ -206,10 +207,10 @@ func (b *closeBuffer) Close() error { b.closed = true; return nil }
 func TestPersistentForwards(t *testing.T) {
 	w := newWorld(t, Config{KeepsForwards: true})
 	ctx := testContext(t)
-	target := Target{Peer: w.server.ID(), Service: "echo"}
+	target := control.Target{Peer: w.server.ID(), Service: "echo"}
 	var addrs []string
 	for range 2 {
-		at, err := w.api.Persist(ctx, ForwardRequest{Target: target, Listen: "127.0.0.1:0", Grace: time.Second})
+		at, err := w.api.Persist(ctx, control.ForwardRequest{Target: target, Listen: "127.0.0.1:0", Grace: time.Second})
 		if err != nil {
 			t.Fatalf("Persist: %v", err)
 		}
@@ -231,7 +232,7 @@ func TestPersistentForwards(t *testing.T) {
 		t.Errorf("right after closing, status lists %+v, want only %s", st.PersistentForwards, addrs[1])
 	}
 	err = w.api.ClosePersistent(ctx, addrs[0])
-	var nf *NotFoundError
+	var nf *control.NotFoundError
 	if !errors.As(err, &nf) || !strings.Contains(err.Error(), addrs[1]) {
 		t.Errorf("closing it again: %v, want a not-found error listing %s", err, addrs[1])
 	}
@@ -255,13 +256,13 @@ func TestFindAndForwardPinnedName(t *testing.T) {
 		len(found[0].Services) != 1 || found[0].Services[0] != "echo" {
 		t.Fatalf("Find = %+v, %v; want the pinned peer, direct, offering echo", found, err)
 	}
-	at := startForward(t, ctx, w.api, ForwardRequest{Target: Target{Name: "movie-night", Service: "echo"}, Listen: "127.0.0.1:0"})
+	at := startForward(t, ctx, w.api, control.ForwardRequest{Target: control.Target{Name: "movie-night", Service: "echo"}, Listen: "127.0.0.1:0"})
 	if at.Peer != w.server.ID() {
 		t.Errorf("forward by name chose %s, want %s", at.Peer, w.server.ID())
 	}
 	echoThrough(t, at.Addr, 4096)
 
-	err = w.api.Forward(ctx, ForwardRequest{Target: Target{Name: "movie-night", Service: "ssh"}, Listen: "127.0.0.1:0"}, func(Listening) {
+	err = w.api.Forward(ctx, control.ForwardRequest{Target: control.Target{Name: "movie-night", Service: "ssh"}, Listen: "127.0.0.1:0"}, func(control.Listening) {
 		t.Error("a forward to a service nobody offers listened")
 	})
 	if err == nil || !strings.Contains(err.Error(), `offers service "ssh"`) {
@@ -272,55 +273,18 @@ func TestFindAndForwardPinnedName(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	w := newWorld(t, Config{})
 	ctx := testContext(t)
-	var ie *InputError
-	if _, err := w.api.Ping(ctx, PingRequest{Peer: w.server.ID(), Count: 0}); !errors.As(err, &ie) {
+	var ie *control.InputError
+	if _, err := w.api.Ping(ctx, control.PingRequest{Peer: w.server.ID(), Count: 0}); !errors.As(err, &ie) {
 		t.Errorf("ping count 0: %v, want bad input", err)
 	}
 	if _, err := w.api.Find(ctx, "no spaces allowed"); !errors.As(err, &ie) {
 		t.Errorf("find with a bad name: %v, want bad input", err)
 	}
-	if _, err := w.api.Persist(ctx, ForwardRequest{Target: Target{Peer: w.server.ID(), Service: "echo"}, Listen: "127.0.0.1:0"}); !errors.Is(err, ErrNoDaemon) {
+	if _, err := w.api.Persist(ctx, control.ForwardRequest{Target: control.Target{Peer: w.server.ID(), Service: "echo"}, Listen: "127.0.0.1:0"}); !errors.Is(err, control.ErrNoDaemon) {
 		t.Errorf("Persist on a command's own node: %v, want ErrNoDaemon", err)
 	}
-	res, err := w.api.Ping(ctx, PingRequest{Peer: w.server.ID(), Count: 2})
+	res, err := w.api.Ping(ctx, control.PingRequest{Peer: w.server.ID(), Count: 2})
 	if err != nil || len(res.Pings) != 2 || res.Path != node.PathDirect {
 		t.Errorf("Ping = %+v, %v; want two direct pings", res, err)
 	}
-}
-
-func TestParseTarget(t *testing.T) {
-	id := "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
-	for _, tc := range []struct {
-		in      string
-		want    Target
-		wantErr string
-	}{
-		{in: id + ":22", want: Target{Peer: mustDecode(t, id), Service: "22"}},
-		{in: "movie-night/web", want: Target{Name: "movie-night", Service: "web"}},
-		{in: id, wantErr: "expected PEERID:SERVICE"},
-		{in: ":22", wantErr: "expected PEERID:SERVICE"},
-		{in: "notapeer:22", wantErr: "notapeer"},
-		{in: "bad name/web", wantErr: "name"},
-		{in: "movie-night/", wantErr: "service"},
-	} {
-		got, err := ParseTarget(tc.in)
-		var ie *InputError
-		switch {
-		case tc.wantErr == "" && (err != nil || got != tc.want):
-			t.Errorf("ParseTarget(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
-		case tc.wantErr != "" && (!errors.As(err, &ie) || !strings.Contains(err.Error(), tc.wantErr)):
-			t.Errorf("ParseTarget(%q) error %v, want bad input saying %q", tc.in, err, tc.wantErr)
-		case err == nil && got.String() != tc.in:
-			t.Errorf("Target(%q).String() = %q", tc.in, got.String())
-		}
-	}
-}
-
-func mustDecode(t *testing.T, s string) peer.ID {
-	t.Helper()
-	id, err := peer.Decode(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }

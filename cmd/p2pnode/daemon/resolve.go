@@ -10,13 +10,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
+	"github.com/p2pnode/p2pnode/control"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/overlay"
 )
 
 // connect finds and connects to req's peer and returns a Forwarder for it,
 // which checks the path again before each connection it carries.
-func (l *Local) connect(ctx context.Context, req ForwardRequest) (*overlay.Forwarder, error) {
+func (l *Local) connect(ctx context.Context, req control.ForwardRequest) (*overlay.Forwarder, error) {
 	timeout := req.Timeout
 	if timeout <= 0 {
 		timeout = DefaultConnectTimeout
@@ -64,7 +65,7 @@ func (l *Local) warnRelayLimit(p peer.ID) {
 // advertise it, in the DHT's order, and takes the first that answers and
 // lets this node use the service; it says which one it chose, since a name
 // is only a hint.
-func (l *Local) resolve(ctx context.Context, t Target) (peer.ID, node.Path, error) {
+func (l *Local) resolve(ctx context.Context, t control.Target) (peer.ID, node.Path, error) {
 	if t.Name == "" {
 		path, err := l.n.Connect(ctx, t.Peer)
 		return t.Peer, path, err
@@ -108,9 +109,9 @@ func (l *Local) peersFor(ctx context.Context, name string) ([]peer.AddrInfo, err
 }
 
 // Find implements API: it looks name up and asks every peer found, at once.
-func (l *Local) Find(ctx context.Context, name string) ([]FoundPeer, error) {
+func (l *Local) Find(ctx context.Context, name string) ([]control.FoundPeer, error) {
 	if err := overlay.CheckServiceName(name); err != nil {
-		return nil, BadInput("bad name %q: %v", name, err)
+		return nil, control.BadInput("bad name %q: %v", name, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxFindTimeout)
 	defer cancel()
@@ -118,7 +119,7 @@ func (l *Local) Find(ctx context.Context, name string) ([]FoundPeer, error) {
 	if err != nil {
 		return nil, err
 	}
-	found := make([]FoundPeer, len(peers))
+	found := make([]control.FoundPeer, len(peers))
 	var wg sync.WaitGroup
 	for i, ai := range peers {
 		wg.Go(func() { found[i] = l.ask(ctx, ai) })
@@ -129,8 +130,8 @@ func (l *Local) Find(ctx context.Context, name string) ([]FoundPeer, error) {
 
 // ask connects to one advertising peer and lists the services it lets this
 // peer use.
-func (l *Local) ask(ctx context.Context, ai peer.AddrInfo) FoundPeer {
-	f := FoundPeer{Peer: ai.ID, Path: string(node.PathNone), Services: []string{}}
+func (l *Local) ask(ctx context.Context, ai peer.AddrInfo) control.FoundPeer {
+	f := control.FoundPeer{Peer: ai.ID, Path: string(node.PathNone), Services: []string{}}
 	l.n.Host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
 	path, err := l.n.Connect(ctx, ai.ID)
 	if err == nil {

@@ -1,9 +1,12 @@
-// Package control is the control socket of a running p2pnode daemon (serve
-// or bootstrap): it serves a daemon.API as HTTP with JSON bodies over a Unix
-// socket in the home directory, and [Client] implements daemon.API again on
-// the other side, so that `status`, `ping`, `find` and `forward` use the
-// daemon's node instead of starting one of their own: one peer ID is online
-// once.
+// Package control is p2pnode's one typed API over a node and the control
+// socket of a running p2pnode daemon (serve or bootstrap). [API] is what
+// every command asks of a node: status, ping, find, forwards (TCP, UDP,
+// stdio, persistent) and the NAT check. It is implemented twice, so that a
+// command calls API and never knows which one it has (DESIGN: one peer ID
+// online once, whether or not `serve` runs): in-process over a *node.Node by
+// cmd/p2pnode/daemon, and here by [Client], which talks to the daemon whose
+// [Server] serves an API as HTTP with JSON bodies over a Unix socket in the
+// home directory.
 //
 // Only the user who runs the daemon may use it: the socket has mode 0600 in a
 // directory created 0700, and the server also refuses connections whose
@@ -12,17 +15,17 @@
 // file gets a DACL that allows only the daemon's user (socket_windows.go).
 //
 // Every request is POST /v2/OP with a JSON body and the header
-// P2pnode-Api-Version: 2 (daemon.APIVersion); every answer is an envelope
+// P2pnode-Api-Version: 2 (APIVersion); every answer is an envelope
 // {"version": 2, "result": ...} or {"version": 2, "error": "...", "kind":
 // "bad_input" | "not_found" | "timeout" | "failed" | "version"}. A client
 // and a daemon of different versions refuse each other naming both.
 //
-//	status                 daemon.Status
-//	ping                   daemon.PingRequest -> node.PingResult
-//	find                   {"name"} -> []daemon.FoundPeer
-//	forward                daemon.ForwardRequest -> daemon.Listening, then held open
-//	forward/stdio          daemon.ForwardRequest -> 200, then the connection carries the stream
-//	persist                daemon.ForwardRequest -> daemon.Listening
+//	status                 Status
+//	ping                   PingRequest -> node.PingResult
+//	find                   {"name"} -> []FoundPeer
+//	forward                ForwardRequest -> Listening, then held open
+//	forward/stdio          ForwardRequest -> 200, then the connection carries the stream
+//	persist                ForwardRequest -> Listening
 //	persist/close          {"listen"}
 package control
 

@@ -22,7 +22,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/node/natcheck"
 )
@@ -49,12 +48,12 @@ type fakeAPI struct {
 	ping func(ctx context.Context, p peer.ID, count int) (node.PingResult, error)
 }
 
-func (f *fakeAPI) Status(context.Context) (daemon.Status, error) {
-	return daemon.Status{Status: f.status, PersistentForwards: []daemon.PersistentForward{}}, nil
+func (f *fakeAPI) Status(context.Context) (Status, error) {
+	return Status{Status: f.status, PersistentForwards: []PersistentForward{}}, nil
 }
 
-func (f *fakeAPI) Ping(ctx context.Context, req daemon.PingRequest) (node.PingResult, error) {
-	if err := daemon.CheckPing(req); err != nil {
+func (f *fakeAPI) Ping(ctx context.Context, req PingRequest) (node.PingResult, error) {
+	if err := CheckPing(req); err != nil {
 		return node.PingResult{}, err
 	}
 	if f.ping != nil {
@@ -69,20 +68,20 @@ func (f *fakeAPI) Ping(ctx context.Context, req daemon.PingRequest) (node.PingRe
 
 var errNotFaked = errors.New("not in this test")
 
-func (f *fakeAPI) Find(context.Context, string) ([]daemon.FoundPeer, error) { return nil, errNotFaked }
-func (f *fakeAPI) Forward(context.Context, daemon.ForwardRequest, func(daemon.Listening)) error {
+func (f *fakeAPI) Find(context.Context, string) ([]FoundPeer, error) { return nil, errNotFaked }
+func (f *fakeAPI) Forward(context.Context, ForwardRequest, func(Listening)) error {
 	return errNotFaked
 }
-func (f *fakeAPI) ForwardStdio(context.Context, daemon.Target, io.Reader, io.WriteCloser, func()) error {
+func (f *fakeAPI) ForwardStdio(context.Context, Target, io.Reader, io.WriteCloser, func()) error {
 	return errNotFaked
 }
-func (f *fakeAPI) Persist(context.Context, daemon.ForwardRequest) (daemon.Listening, error) {
-	return daemon.Listening{}, errNotFaked
+func (f *fakeAPI) Persist(context.Context, ForwardRequest) (Listening, error) {
+	return Listening{}, errNotFaked
 }
 func (f *fakeAPI) ClosePersistent(context.Context, string) error { return errNotFaked }
 
 // NAT echoes the first STUN server asked as the public address.
-func (f *fakeAPI) NAT(_ context.Context, req daemon.NATRequest) (natcheck.Report, error) {
+func (f *fakeAPI) NAT(_ context.Context, req NATRequest) (natcheck.Report, error) {
 	if len(req.STUN) == 0 {
 		return natcheck.Report{}, errors.New("no STUN server known")
 	}
@@ -91,7 +90,7 @@ func (f *fakeAPI) NAT(_ context.Context, req daemon.NATRequest) (natcheck.Report
 }
 
 // serve listens in home and serves b until the test ends.
-func serve(t *testing.T, home string, b daemon.API) *Server {
+func serve(t *testing.T, home string, b API) *Server {
 	t.Helper()
 	s, err := Listen(home, quiet)
 	if err != nil {
@@ -148,7 +147,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 
 	target := newPeerID(t)
-	res, err := c.Ping(ctx, daemon.PingRequest{Peer: target, Count: 4, Timeout: time.Second})
+	res, err := c.Ping(ctx, PingRequest{Peer: target, Count: 4, Timeout: time.Second})
 	if err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
@@ -157,11 +156,11 @@ func TestRoundTrip(t *testing.T) {
 	}
 
 	stun := netip.MustParseAddrPort("11.0.0.1:3478")
-	rep, err := c.NAT(ctx, daemon.NATRequest{STUN: []netip.AddrPort{stun}})
+	rep, err := c.NAT(ctx, NATRequest{STUN: []netip.AddrPort{stun}})
 	if err != nil || rep.UDP.PublicAddress != stun.String() || rep.UDP.Classic != natcheck.ClassicPortRestr || rep.UDP.Filtering != natcheck.AddressAndPortDependent {
 		t.Errorf("NAT = %+v, %v; want the fake's port-restricted report for %s", rep, err, stun)
 	}
-	if _, err := c.NAT(ctx, daemon.NATRequest{}); err == nil || !strings.Contains(err.Error(), "no STUN server known") {
+	if _, err := c.NAT(ctx, NATRequest{}); err == nil || !strings.Contains(err.Error(), "no STUN server known") {
 		t.Errorf("NAT without servers: %v, want the daemon's error", err)
 	}
 
@@ -170,8 +169,8 @@ func TestRoundTrip(t *testing.T) {
 		return node.PingResult{Peer: p, Path: node.PathRelayed, Pings: []node.PingRTT{{RTTMillis: 9, Path: node.PathRelayed}}},
 			errors.New("stream reset")
 	}
-	res, err = c.Ping(ctx, daemon.PingRequest{Peer: target, Count: 3})
-	var ie *daemon.InputError
+	res, err = c.Ping(ctx, PingRequest{Peer: target, Count: 3})
+	var ie *InputError
 	if err == nil || err.Error() != "stream reset" || errors.As(err, &ie) {
 		t.Errorf("failed Ping error = %#v, want a failure saying stream reset", err)
 	}
@@ -371,7 +370,7 @@ func TestCloseCancelsRequests(t *testing.T) {
 	c := dial(t, home)
 	pingErr := make(chan error, 1)
 	go func() {
-		_, err := c.Ping(context.Background(), daemon.PingRequest{Peer: newPeerID(t), Count: 1, Timeout: time.Minute})
+		_, err := c.Ping(context.Background(), PingRequest{Peer: newPeerID(t), Count: 1, Timeout: time.Minute})
 		pingErr <- err
 	}()
 	select {

@@ -1,10 +1,7 @@
-// Package daemon is p2pnode's one typed API over a node: status, ping,
-// find, and forwards (TCP, UDP, stdio, persistent). [Local] implements it
-// over a *node.Node in this process; package control serves an API on the
-// home directory's control socket and implements it again as a client, so
-// that a command calls [API] and never knows which one it has (DESIGN: one
-// peer ID online once, whether or not `serve` runs).
-package daemon
+// The API and its request and result types: one JSON schema, versioned by
+// APIVersion, that both implementations speak.
+
+package control
 
 import (
 	"context"
@@ -203,3 +200,9 @@ func CheckPing(req PingRequest) error {
 	}
 	return nil
 }
+
+// NotFoundError says that what a request names does not exist.
+type NotFoundError struct{ Err error }
+
+func (e *NotFoundError) Error() string { return e.Err.Error() }
+func (e *NotFoundError) Unwrap() error { return e.Err }

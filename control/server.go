@@ -12,11 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 )
 
-// versionHeader carries the client's daemon.APIVersion on every request.
+// versionHeader carries the client's APIVersion on every request.
 const versionHeader = "P2pnode-Api-Version"
 
 // maxRequestBody bounds a request's JSON body.
@@ -44,7 +42,7 @@ const (
 
 // Serve starts answering requests with api, in a goroutine that Close
 // stops. It may be called once.
-func (s *Server) Serve(api daemon.API) {
+func (s *Server) Serve(api API) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.serving {
@@ -52,9 +50,9 @@ func (s *Server) Serve(api daemon.API) {
 	}
 	s.serving = true
 	mux := http.NewServeMux()
-	mux.Handle("POST /v2/status", handle(func(ctx context.Context, _ struct{}) (daemon.Status, error) { return api.Status(ctx) }))
+	mux.Handle("POST /v2/status", handle(func(ctx context.Context, _ struct{}) (Status, error) { return api.Status(ctx) }))
 	mux.Handle("POST /v2/ping", handle(api.Ping))
-	mux.Handle("POST /v2/find", handle(func(ctx context.Context, req findRequest) ([]daemon.FoundPeer, error) {
+	mux.Handle("POST /v2/find", handle(func(ctx context.Context, req findRequest) ([]FoundPeer, error) {
 		return api.Find(ctx, req.Name)
 	}))
 	mux.Handle("POST /v2/persist", handle(api.Persist))
@@ -95,14 +93,14 @@ type closeRequest struct {
 // versionMismatch is the error a client of version theirs gets.
 func versionMismatch(theirs string) string {
 	return fmt.Sprintf("the p2pnode daemon speaks control API version %d and this p2pnode speaks version %s: "+
-		"run the same p2pnode binary for both (restart the daemon after an upgrade)", daemon.APIVersion, theirs)
+		"run the same p2pnode binary for both (restart the daemon after an upgrade)", APIVersion, theirs)
 }
 
 // checkVersion refuses requests of another schema version.
 func checkVersion(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v := r.Header.Get(versionHeader)
-		if v != strconv.Itoa(daemon.APIVersion) && !strings.HasPrefix(r.URL.Path, "/v1/") {
+		if v != strconv.Itoa(APIVersion) && !strings.HasPrefix(r.URL.Path, "/v1/") {
 			if v == "" {
 				v = "unknown"
 			}
@@ -154,11 +152,11 @@ func decodeRequest(r *http.Request, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		var ie *daemon.InputError
+		var ie *InputError
 		if errors.As(err, &ie) {
 			return ie
 		}
-		return daemon.BadInput("bad request to the control socket: %v", err)
+		return BadInput("bad request to the control socket: %v", err)
 	}
 	return nil
 }
@@ -167,15 +165,15 @@ func decodeRequest(r *http.Request, v any) error {
 // the daemon listens, then nothing until the forward ends, then a line
 // with its error if it failed. The forward lasts as long as the request:
 // when the client goes away, it stops.
-func forward(w http.ResponseWriter, r *http.Request, api daemon.API) {
-	var req daemon.ForwardRequest
+func forward(w http.ResponseWriter, r *http.Request, api API) {
+	var req ForwardRequest
 	if err := decodeRequest(r, &req); err != nil {
 		writeErr(w, err, nil)
 		return
 	}
 	flusher, _ := w.(http.Flusher)
 	started := false
-	err := api.Forward(r.Context(), req, func(at daemon.Listening) {
+	err := api.Forward(r.Context(), req, func(at Listening) {
 		started = true
 		writeResult(w, at)
 		if flusher != nil {
@@ -186,7 +184,7 @@ func forward(w http.ResponseWriter, r *http.Request, api daemon.API) {
 	case err != nil && !started:
 		writeErr(w, err, nil)
 	case err != nil:
-		b, _ := json.Marshal(envelope{Version: daemon.APIVersion, Error: err.Error(), Kind: kindFailed})
+		b, _ := json.Marshal(envelope{Version: APIVersion, Error: err.Error(), Kind: kindFailed})
 		_, _ = w.Write(append(b, '\n'))
 	}
 }
@@ -194,8 +192,8 @@ func forward(w http.ResponseWriter, r *http.Request, api daemon.API) {
 // forwardStdio serves POST /v2/forward/stdio: once the stream to the
 // target is open, the control connection itself carries its bytes, both
 // ways, with half-close.
-func (s *Server) forwardStdio(w http.ResponseWriter, r *http.Request, api daemon.API) {
-	var req daemon.ForwardRequest
+func (s *Server) forwardStdio(w http.ResponseWriter, r *http.Request, api API) {
+	var req ForwardRequest
 	if err := decodeRequest(r, &req); err != nil {
 		writeErr(w, err, nil)
 		return
@@ -241,10 +239,10 @@ func (h halfCloser) Close() error { return h.CloseWrite() }
 
 // errorEnvelope maps err to an HTTP status and an envelope.
 func errorEnvelope(err error, result any) (int, envelope) {
-	env := envelope{Version: daemon.APIVersion, Error: err.Error(), Kind: kindFailed}
+	env := envelope{Version: APIVersion, Error: err.Error(), Kind: kindFailed}
 	code := http.StatusBadGateway
-	var ie *daemon.InputError
-	var nf *daemon.NotFoundError
+	var ie *InputError
+	var nf *NotFoundError
 	switch {
 	case errors.As(err, &ie):
 		code, env.Kind = http.StatusBadRequest, kindBadInput
@@ -276,7 +274,7 @@ func writeResult(w http.ResponseWriter, result any) {
 }
 
 func writeEnvelope(w http.ResponseWriter, code int, env envelope) {
-	env.Version = daemon.APIVersion
+	env.Version = APIVersion
 	writeJSON(w, code, env)
 }
 

@@ -14,7 +14,7 @@ func examplesDir(t *testing.T) string {
 	if !ok {
 		t.Fatal("cannot locate the test file")
 	}
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "configs")
+	return filepath.Join(filepath.Dir(file), "..", "configs")
 }
 
 // TestExamples loads every configs/*.toml so that the examples never rot.

@@ -15,19 +15,18 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/p2pnode/p2pnode/cmd/p2pnode/daemon"
 	"github.com/p2pnode/p2pnode/node"
 	"github.com/p2pnode/p2pnode/node/natcheck"
 )
 
-// Client is the daemon.API of the daemon behind a home directory's control
+// Client is the API of the daemon behind a home directory's control
 // socket.
 type Client struct {
 	path string
 	hc   *http.Client
 }
 
-var _ daemon.API = (*Client)(nil)
+var _ API = (*Client)(nil)
 
 // Dial checks that a daemon answers on home's control socket and returns a
 // client for it. An error wrapping ErrNotRunning means there is no socket,
@@ -63,44 +62,44 @@ func (c *Client) Close() {
 	c.hc.CloseIdleConnections()
 }
 
-// Status implements daemon.API.
-func (c *Client) Status(ctx context.Context) (daemon.Status, error) {
+// Status implements API.
+func (c *Client) Status(ctx context.Context) (Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	return call[daemon.Status](ctx, c, "status", struct{}{})
+	return call[Status](ctx, c, "status", struct{}{})
 }
 
-// Ping implements daemon.API; the daemon bounds its work by req.Timeout,
+// Ping implements API; the daemon bounds its work by req.Timeout,
 // ctx bounds the whole call.
-func (c *Client) Ping(ctx context.Context, req daemon.PingRequest) (node.PingResult, error) {
+func (c *Client) Ping(ctx context.Context, req PingRequest) (node.PingResult, error) {
 	return call[node.PingResult](ctx, c, "ping", req)
 }
 
-// Find implements daemon.API.
-func (c *Client) Find(ctx context.Context, name string) ([]daemon.FoundPeer, error) {
-	return call[[]daemon.FoundPeer](ctx, c, "find", findRequest{Name: name})
+// Find implements API.
+func (c *Client) Find(ctx context.Context, name string) ([]FoundPeer, error) {
+	return call[[]FoundPeer](ctx, c, "find", findRequest{Name: name})
 }
 
-// NAT implements daemon.API.
-func (c *Client) NAT(ctx context.Context, req daemon.NATRequest) (natcheck.Report, error) {
+// NAT implements API.
+func (c *Client) NAT(ctx context.Context, req NATRequest) (natcheck.Report, error) {
 	return call[natcheck.Report](ctx, c, "nat", req)
 }
 
-// Persist implements daemon.API.
-func (c *Client) Persist(ctx context.Context, req daemon.ForwardRequest) (daemon.Listening, error) {
-	return call[daemon.Listening](ctx, c, "persist", req)
+// Persist implements API.
+func (c *Client) Persist(ctx context.Context, req ForwardRequest) (Listening, error) {
+	return call[Listening](ctx, c, "persist", req)
 }
 
-// ClosePersistent implements daemon.API.
+// ClosePersistent implements API.
 func (c *Client) ClosePersistent(ctx context.Context, listen string) error {
 	_, err := call[struct{}](ctx, c, "persist/close", closeRequest{Listen: listen})
 	return err
 }
 
-// Forward implements daemon.API: the daemon forwards for as long as this
+// Forward implements API: the daemon forwards for as long as this
 // call lasts. It returns nil when ctx ends, an error when the daemon stops
 // forwarding.
-func (c *Client) Forward(ctx context.Context, req daemon.ForwardRequest, ready func(daemon.Listening)) error {
+func (c *Client) Forward(ctx context.Context, req ForwardRequest, ready func(Listening)) error {
 	resp, err := c.post(ctx, "forward", req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -110,7 +109,7 @@ func (c *Client) Forward(ctx context.Context, req daemon.ForwardRequest, ready f
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(resp.Body)
-	var at daemon.Listening
+	var at Listening
 	if err := c.decode(resp, dec, &at); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -130,9 +129,9 @@ func (c *Client) Forward(ctx context.Context, req daemon.ForwardRequest, ready f
 	}
 }
 
-// ForwardStdio implements daemon.API over a control connection of its own,
+// ForwardStdio implements API over a control connection of its own,
 // which carries the stream's bytes once the daemon has opened it.
-func (c *Client) ForwardStdio(ctx context.Context, t daemon.Target, in io.Reader, out io.WriteCloser, ready func()) error {
+func (c *Client) ForwardStdio(ctx context.Context, t Target, in io.Reader, out io.WriteCloser, ready func()) error {
 	d := net.Dialer{Timeout: dialTimeout}
 	conn, err := d.DialContext(ctx, "unix", c.path)
 	if err != nil {
@@ -141,7 +140,7 @@ func (c *Client) ForwardStdio(ctx context.Context, t daemon.Target, in io.Reader
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	req, err := newRequest(context.Background(), "forward/stdio", daemon.ForwardRequest{Target: t})
+	req, err := newRequest(context.Background(), "forward/stdio", ForwardRequest{Target: t})
 	if err != nil {
 		return err
 	}
@@ -197,7 +196,7 @@ func newRequest(ctx context.Context, op string, body any) (*http.Request, error)
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(versionHeader, strconv.Itoa(daemon.APIVersion))
+	req.Header.Set(versionHeader, strconv.Itoa(APIVersion))
 	return req, nil
 }
 
@@ -223,11 +222,11 @@ func (c *Client) decode(resp *http.Response, dec *json.Decoder, out any) error {
 	var env envelope
 	if err := dec.Decode(&env); err != nil || env.Version == 0 {
 		return fmt.Errorf("the p2pnode daemon on %s answered %s in an older control API (version 1; this p2pnode speaks version %d): "+
-			"run the same p2pnode binary for both (restart the daemon after an upgrade)", c.path, resp.Status, daemon.APIVersion)
+			"run the same p2pnode binary for both (restart the daemon after an upgrade)", c.path, resp.Status, APIVersion)
 	}
-	if env.Version != daemon.APIVersion && env.Kind != kindVersion {
+	if env.Version != APIVersion && env.Kind != kindVersion {
 		return fmt.Errorf("the p2pnode daemon on %s speaks control API version %d and this p2pnode speaks version %d: "+
-			"run the same p2pnode binary for both (restart the daemon after an upgrade)", c.path, env.Version, daemon.APIVersion)
+			"run the same p2pnode binary for both (restart the daemon after an upgrade)", c.path, env.Version, APIVersion)
 	}
 	if len(env.Result) > 0 && out != nil {
 		if err := json.Unmarshal(env.Result, out); err != nil && env.Error == "" {
@@ -241,9 +240,9 @@ func (c *Client) decode(resp *http.Response, dec *json.Decoder, out any) error {
 	case env.Error == "":
 		return fmt.Errorf("the p2pnode daemon answered %s", resp.Status)
 	case env.Kind == kindBadInput:
-		return &daemon.InputError{Err: msg}
+		return &InputError{Err: msg}
 	case env.Kind == kindNotFound:
-		return &daemon.NotFoundError{Err: msg}
+		return &NotFoundError{Err: msg}
 	case env.Kind == kindTimeout:
 		return fmt.Errorf("%w (%w)", msg, context.DeadlineExceeded)
 	}
