@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -33,11 +32,13 @@ const (
 // those connections from the connection manager, and refreshes the DHT
 // routing table whenever a bootstrap peer comes (back) online.
 type joiner struct {
-	h     host.Host
-	kad   *dht.IpfsDHT
-	peers []peer.AddrInfo
-	log   *slog.Logger
-	clk   clock.Clock
+	h host.Host
+	// refresh refreshes the DHT routing tables without waiting; nil
+	// without a DHT.
+	refresh func()
+	peers   []peer.AddrInfo
+	log     *slog.Logger
+	clk     clock.Clock
 
 	sub    event.Subscription // nil if the bus refused it
 	cancel context.CancelFunc
@@ -48,8 +49,8 @@ type joiner struct {
 }
 
 // newJoiner subscribes to connection events; Start dials.
-func newJoiner(h host.Host, kad *dht.IpfsDHT, peers []peer.AddrInfo, log *slog.Logger, clk clock.Clock) *joiner {
-	j := &joiner{h: h, kad: kad, peers: peers, log: log, clk: clk, firstConnected: make(chan struct{}), done: make(chan struct{})}
+func newJoiner(h host.Host, refresh func(), peers []peer.AddrInfo, log *slog.Logger, clk clock.Clock) *joiner {
+	j := &joiner{h: h, refresh: refresh, peers: peers, log: log, clk: clk, firstConnected: make(chan struct{}), done: make(chan struct{})}
 	if len(peers) == 0 {
 		// Nothing to wait for: a standalone node is as joined as it gets.
 		close(j.firstConnected)
@@ -152,10 +153,8 @@ func (j *joiner) keep(ctx context.Context, ai peer.AddrInfo, disconnected <-chan
 			j.log.Info("connected to bootstrap peer", "peer", ai.ID)
 			backoff = joinMinBackoff
 			j.once.Do(func() { close(j.firstConnected) })
-			if j.kad != nil {
-				// Non-blocking: the refresh result arrives on a channel we do
-				// not need; kad-dht logs its own failures.
-				_ = j.kad.RefreshRoutingTable()
+			if j.refresh != nil {
+				j.refresh()
 			}
 		}
 		select {

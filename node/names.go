@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/peer"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 )
@@ -25,28 +27,58 @@ func nameNamespace(name string) string { return "p2pnode/name/" + name }
 // cannot be withdrawn from a Kademlia DHT: after Close they expire with
 // their TTL, so whoever looks a name up must check that its peers answer
 // (FindByName's callers do).
+//
+// The name goes to each of the two DHTs (see kadRouting) once it has a
+// server in its routing table, each record with that DHT's addresses: the
+// WAN DHT's with the public ones (a mapping, a relay address), which it
+// waits for, so that no server is sent a record it must reject for having
+// no address; the LAN DHT's with the private ones, for the peers of the
+// same LAN.
 func (n *Node) Advertise(name string) {
-	a := newAdvertiser(name, drouting.NewRoutingDiscovery(n.DHT), n.waitJoined, n.log, n.clk)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return
 	}
-	n.advertisers = append(n.advertisers, a)
-	a.Start()
+	for _, d := range []struct {
+		name string
+		kad  *dht.IpfsDHT
+	}{{"wan", n.DHT.WAN}, {"lan", n.DHT.LAN}} {
+		ready := func(ctx context.Context) error { return n.waitAdvertisable(ctx, d.kad) }
+		a := newAdvertiser(name, d.name, drouting.NewRoutingDiscovery(d.kad), ready, n.log, n.clk)
+		n.advertisers = append(n.advertisers, a)
+		a.Start()
+	}
 }
 
-// waitJoined waits for a bootstrap peer and a peer in the routing table.
-func (n *Node) waitJoined(ctx context.Context) error {
+// waitAdvertisable waits for a bootstrap peer, a server in kad's routing
+// table and an address that kad's messages may carry.
+func (n *Node) waitAdvertisable(ctx context.Context, kad *dht.IpfsDHT) error {
 	if _, err := n.WaitBootstrap(ctx); err != nil {
 		return err
 	}
-	return n.routing.waitRoutingTable(ctx)
+	if err := n.routing.waitTable(ctx, func() bool { return kad.RoutingTable().Size() > 0 }); err != nil {
+		return err
+	}
+	sub, err := n.Host.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
+	if err != nil {
+		return fmt.Errorf("subscribe to address changes: %w", err)
+	}
+	defer sub.Close()
+	for len(kad.FilteredAddrs()) == 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sub.Out():
+		}
+	}
+	return nil
 }
 
 // advertiser keeps one name advertised on the DHT until Close.
 type advertiser struct {
 	name  string
+	dht   string // "wan" or "lan", for the log
 	disc  *drouting.RoutingDiscovery
 	ready func(context.Context) error // waits until the DHT can be used
 	log   *slog.Logger
@@ -56,8 +88,8 @@ type advertiser struct {
 	done   chan struct{}
 }
 
-func newAdvertiser(name string, disc *drouting.RoutingDiscovery, ready func(context.Context) error, log *slog.Logger, clk clock.Clock) *advertiser {
-	return &advertiser{name: name, disc: disc, ready: ready, log: log, clk: clk, done: make(chan struct{})}
+func newAdvertiser(name, dhtName string, disc *drouting.RoutingDiscovery, ready func(context.Context) error, log *slog.Logger, clk clock.Clock) *advertiser {
+	return &advertiser{name: name, dht: dhtName, disc: disc, ready: ready, log: log, clk: clk, done: make(chan struct{})}
 }
 
 // Start advertises in a goroutine of the advertiser's own.
@@ -85,13 +117,13 @@ func (a *advertiser) run(ctx context.Context) {
 		if err == nil {
 			var ttl time.Duration
 			if ttl, err = a.disc.Advertise(ctx, nameNamespace(a.name)); err == nil {
-				a.log.Info("advertised name on the DHT", "name", a.name, "ttl", ttl)
+				a.log.Info("advertised name on the DHT", "name", a.name, "dht", a.dht, "ttl", ttl)
 				// As go-libp2p's discovery util does: renew at 7/8.
 				wait = ttl * 7 / 8
 			}
 		}
 		if err != nil && ctx.Err() == nil {
-			a.log.Warn("cannot advertise name on the DHT; will retry", "name", a.name, "retry_in", wait, "error", err)
+			a.log.Warn("cannot advertise name on the DHT; will retry", "name", a.name, "dht", a.dht, "retry_in", wait, "error", err)
 		}
 		if !sleep(ctx, a.clk, wait) {
 			return

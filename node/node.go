@@ -21,6 +21,7 @@ import (
 	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p-kad-dht/dual"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -186,8 +187,10 @@ type Node struct {
 	// Host is a routed host: NewStream and Connect to a peer with no known
 	// address look it up in the DHT.
 	Host host.Host
-	// DHT is the Kademlia DHT the host routes with.
-	DHT *dht.IpfsDHT
+	// DHT is the pair of Kademlia DHTs the host routes with: DHT.WAN for
+	// peers with public addresses, DHT.LAN for the private network (see
+	// go-libp2p-kad-dht's dual package).
+	DHT *dual.DHT
 
 	cfg     Config
 	log     *slog.Logger
@@ -343,7 +346,7 @@ func (n *Node) startServices(tracer *punchTracer, filter *punchFilter) error {
 	// Connect and Reconnect, after New returns).
 	n.punch.punched = func(direct bool, took time.Duration) { n.metrics.punched(direct, took) }
 	n.watch = newPathWatch(h, n.log, n.clk, n.punch.again)
-	n.join = newJoiner(h, n.DHT, cfg.BootstrapPeers, n.log, n.clk)
+	n.join = newJoiner(h, n.routing.refresh, cfg.BootstrapPeers, n.log, n.clk)
 	n.join.Start()
 	n.nat = &natChecker{h: h, log: n.log, clk: n.clk, static: cfg.STUNServers, boot: cfg.BootstrapPeers,
 		quic: n.quicCM, run: make(chan struct{}, 1), checked: func(r natcheck.Report) { n.metrics.natChecked(r) }, learned: filter.setNATAddrs}
@@ -356,7 +359,7 @@ func (n *Node) startServices(tracer *punchTracer, filter *punchFilter) error {
 		n.punch.negotiate = n.bday.try
 	}
 	if cfg.ReserveRelays {
-		rsv, err := newReserver(h, cfg.BootstrapPeers, n.DHT.RoutingTable().ListPeers, n.reach, n.log, n.clk)
+		rsv, err := newReserver(h, cfg.BootstrapPeers, n.routing.relayCandidates, n.reach, n.log, n.clk)
 		if err != nil {
 			return err
 		}

@@ -236,7 +236,7 @@ func runBootstrapN(ctx context.Context, bin, dir string, n, parallel, reserveEve
 		r.lookupFails = lookups
 		lookups = 0
 	}
-	for lookups > 0 && np.DHT.RoutingTable().Size() == 0 {
+	for lookups > 0 && np.DHT.WAN.RoutingTable().Size()+np.DHT.LAN.RoutingTable().Size() == 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
 	var targets []int
