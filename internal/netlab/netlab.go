@@ -17,7 +17,9 @@
 //
 // The public range is 11.0.0.0/8 on purpose: go-libp2p treats private (RFC
 // 1918) and documentation ranges as non-public and then disables AutoNAT,
-// relays and DCUtR, which are exactly what the lab is for.
+// relays and DCUtR, which are exactly what the lab is for. One public host
+// may also hold many addresses of RoutedRange (12.0.0.0/8), each in a /16
+// of its own, routed to it from the whole public side (AddRoutedIPs).
 //
 // # Isolation
 //
@@ -140,6 +142,8 @@ type Lab struct {
 	names      map[string]bool
 	pubNS      string
 	nextPub    int      // last octet of the next 11.0.0.N
+	routedHost *Host    // the host RoutedRange is routed to; nil until AddRoutedIPs
+	nextRouted int      // index of the next RoutedRange address
 	nextSite   int      // K of the next site's LAN (10.K.0.0/24 or 11.K.0.0/24)
 	cuts       int      // Site.Cut tables made so far
 	publicSide []string // namespaces on the public segment: they get routes to firewall LANs
@@ -649,6 +653,62 @@ func (h *Host) AddPublicIP() net.IP {
 	l.nextPub++
 	l.mustIP("-n", h.NS, "addr", "add", ip.String()+"/24", "dev", "eth0")
 	return ip
+}
+
+// RoutedRange is the lab's public range for hosts that need many
+// addresses in distinct /16 networks (AddRoutedIPs): a simulated internet
+// of DHT servers, which kad-dht's routing-table diversity filter would
+// otherwise take at most three of from one /16. It is public to go-libp2p
+// (not RFC 1918, not a documentation range) and routed only inside the lab.
+var RoutedRange = &net.IPNet{IP: net.IPv4(12, 0, 0, 0).To4(), Mask: net.CIDRMask(8, 32)}
+
+// MaxRoutedIPs is how many addresses AddRoutedIPs hands out in one lab.
+const MaxRoutedIPs = 256 * 256
+
+// AddRoutedIPs gives a host on the public segment n more addresses from
+// RoutedRange and returns them: address i of the lab is 12.(i mod 256).(i
+// div 256).1, so the first 256 are each in a /16 of their own. Every
+// public-side namespace of the lab, now and later, routes RoutedRange via
+// the host; so only one host of a lab may call it. It fails the test for a
+// host behind a router, for a second host, or past MaxRoutedIPs.
+func (h *Host) AddRoutedIPs(n int) []net.IP {
+	l := h.lab
+	l.tb.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h.Site != nil && h.Site.NAT != NATNone {
+		l.tb.Fatalf("netlab: AddRoutedIPs: host %q is on a LAN behind a router, not on the public segment", h.Name)
+	}
+	if l.routedHost != nil && l.routedHost != h {
+		l.tb.Fatalf("netlab: AddRoutedIPs: %s is routed to host %q already, not to %q", RoutedRange, l.routedHost.Name, h.Name)
+	}
+	if l.nextRouted+n > MaxRoutedIPs {
+		l.tb.Fatalf("netlab: AddRoutedIPs(%d): the lab has %d of %d left", n, MaxRoutedIPs-l.nextRouted, MaxRoutedIPs)
+	}
+	if l.routedHost == nil {
+		r := route{dst: RoutedRange, via: h.IP}
+		for _, ns := range l.publicSide {
+			if ns != h.NS {
+				l.mustIP("-n", ns, "route", "add", r.dst.String(), "via", r.via.String())
+			}
+		}
+		l.routes = append(l.routes, r)
+		l.routedHost = h
+	}
+	ips := make([]net.IP, n)
+	var batch bytes.Buffer
+	for k := range ips {
+		i := l.nextRouted + k
+		ips[k] = net.IPv4(12, byte(i%256), byte(i/256), 1).To4()
+		fmt.Fprintf(&batch, "addr add %s/32 dev eth0\n", ips[k])
+	}
+	l.nextRouted += n
+	// One ip process for all of them: a thousand would take seconds one
+	// by one.
+	if _, err := runTool(context.Background(), l.ipPath, batch.Bytes(), "-n", h.NS, "-batch", "-"); err != nil {
+		l.tb.Fatalf("netlab: AddRoutedIPs: %v", err)
+	}
+	return ips
 }
 
 func (h *Host) String() string { return h.Name + "(" + h.IP.String() + ")" }

@@ -618,3 +618,38 @@ func TestBlockUDPAndSecondIP(t *testing.T) {
 		t.Errorf("AddPublicIP gave the host's own address %s", alt)
 	}
 }
+
+// TestRoutedIPs: a public host's routed addresses are each in a /16 of its
+// own, and reachable from a NAT site (through its router, seen from the
+// router's public address) and from a public host added after them.
+func TestRoutedIPs(t *testing.T) {
+	l := New(t)
+	natprobe(t)
+	farm := l.AddPublicHost("farm")
+	ips := farm.AddRoutedIPs(3)
+	more := farm.AddRoutedIPs(1)
+	h := l.AddSite("s", NATPortRestricted).AddHost("h")
+	late := l.AddPublicHost("late")
+	want := []string{"12.0.0.1", "12.1.0.1", "12.2.0.1", "12.3.0.1"}
+	for i, ip := range append(ips, more...) {
+		if ip.String() != want[i] {
+			t.Errorf("routed address %d is %s, want %s", i, ip, want[i])
+		}
+		if !RoutedRange.Contains(ip) {
+			t.Errorf("%s is not in RoutedRange %s", ip, RoutedRange)
+		}
+		// Bound to the address: the reflector must answer from it.
+		startProbe(t, farm, "tcp-reflect", "-listen", hostPort(ip, 8080)).expect("ready")
+	}
+	for _, c := range []struct {
+		from     *Host
+		observed net.IP
+	}{{h, h.Site.PublicIP()}, {late, late.IP}} {
+		for _, ip := range []net.IP{ips[1], more[0]} {
+			out, code := runProbe(t, c.from, "tcp-dial", "-to", hostPort(ip, 8080), "-timeout", "5s")
+			if f := strings.Fields(out); code != 0 || len(f) != 3 || !strings.HasPrefix(f[2], c.observed.String()+":") {
+				t.Errorf("TCP from %s to %s: code %d: %q, want \"connected LOCAL %s:PORT\"", c.from, ip, code, out, c.observed)
+			}
+		}
+	}
+}
