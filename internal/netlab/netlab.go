@@ -643,9 +643,7 @@ func (h *Host) AddPublicIP() net.IP {
 	l.tb.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if h.Site != nil && h.Site.NAT != NATNone {
-		l.tb.Fatalf("netlab: AddPublicIP: host %q is on a LAN behind a router, not on the public segment", h.Name)
-	}
+	h.mustBePublic("AddPublicIP")
 	if l.nextPub > 254 {
 		l.tb.Fatalf("netlab: public segment is full")
 	}
@@ -676,9 +674,7 @@ func (h *Host) AddRoutedIPs(n int) []net.IP {
 	l.tb.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if h.Site != nil && h.Site.NAT != NATNone {
-		l.tb.Fatalf("netlab: AddRoutedIPs: host %q is on a LAN behind a router, not on the public segment", h.Name)
-	}
+	h.mustBePublic("AddRoutedIPs")
 	if l.routedHost != nil && l.routedHost != h {
 		l.tb.Fatalf("netlab: AddRoutedIPs: %s is routed to host %q already, not to %q", RoutedRange, l.routedHost.Name, h.Name)
 	}
@@ -709,6 +705,15 @@ func (h *Host) AddRoutedIPs(n int) []net.IP {
 		l.tb.Fatalf("netlab: AddRoutedIPs: %v", err)
 	}
 	return ips
+}
+
+// mustBePublic fails the test, in a message starting with what, unless h
+// is on the public segment.
+func (h *Host) mustBePublic(what string) {
+	h.lab.tb.Helper()
+	if h.Site != nil && h.Site.NAT != NATNone {
+		h.lab.tb.Fatalf("netlab: %s: host %q is on a LAN behind a router, not on the public segment", what, h.Name)
+	}
 }
 
 func (h *Host) String() string { return h.Name + "(" + h.IP.String() + ")" }
