@@ -3,8 +3,8 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"os/exec"
@@ -64,19 +64,7 @@ func TestWANDHTNoPrivateAddrs(t *testing.T) {
 	// The records are usable: a peer that knows only the bootstrap node
 	// finds both by name.
 	cliHost := ln.lab.AddSite("c", netlab.NATPortRestricted).AddHost("cli")
-	out, err := cliHost.Command(ctx, bin, append([]string{"--home", client.home, "find", name, "--json", "--bootstrap", ln.bootAddr, noPortMap},
-		listenArgs("--p2p-listen", ln.transport, true)...)...).Output()
-	if err != nil {
-		t.Fatalf("p2pnode find: %v\n%s", err, out)
-	}
-	var found struct {
-		Peers []struct {
-			Peer string `json:"peer"`
-		} `json:"peers"`
-	}
-	if err := json.Unmarshal(out, &found); err != nil {
-		t.Fatalf("find --json printed %q: %v", out, err)
-	}
+	found, out := findIn(t, ctx, cliHost, client, name, ln.bootAddr, ln.transport)
 	if len(found.Peers) != len(servers) {
 		t.Errorf("find %s listed %d peers, want the %d advertising ones:\n%s", name, len(found.Peers), len(servers), out)
 	}
@@ -84,10 +72,13 @@ func TestWANDHTNoPrivateAddrs(t *testing.T) {
 	// What the bootstrap node, a WAN DHT server itself, tells others.
 	var queried []string
 	for _, id := range servers {
-		q, err := spyHost.Command(ctx, spy, "query", "-peer", ln.bootAddr, "-find", id, "-namespace", "p2pnode/name/"+name).Output()
-		if err != nil {
-			t.Fatalf("dhtspy query: %v\n%s", err, q)
+		var qout, qerr bytes.Buffer
+		cmd := spyHost.Command(ctx, spy, "query", "-peer", ln.bootAddr, "-find", id, "-namespace", "p2pnode/name/"+name)
+		cmd.Stdout, cmd.Stderr = &qout, &qerr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("dhtspy query: %v\nstdout: %s\nstderr: %s", err, qout.Bytes(), qerr.Bytes())
 		}
+		q := qout.Bytes()
 		lines := strings.Split(strings.TrimSpace(string(q)), "\n")
 		if n, _ := strconv.Atoi(strings.TrimPrefix(lines[len(lines)-1], "providers ")); n != len(servers) {
 			t.Errorf("the bootstrap node returned %q for the name's providers, want %d records:\n%s", lines[len(lines)-1], len(servers), q)
@@ -140,20 +131,7 @@ func TestLANOnly(t *testing.T) {
 		"--expose", "echo=" + tg.Addr, "--allow", client.id, "--advertise", name}, listenArgs("--listen", "default", false)...)...)
 	sp.WaitStderr(t, 30*time.Second, "dht=lan")
 
-	out, err := cliHost.Command(ctx, bin, append([]string{"--home", client.home, "find", name, "--json", "--bootstrap", bootAddr, noPortMap},
-		listenArgs("--p2p-listen", "default", true)...)...).Output()
-	if err != nil {
-		t.Fatalf("p2pnode find: %v\n%s", err, out)
-	}
-	var found struct {
-		Peers []struct {
-			Peer     string   `json:"peer"`
-			Services []string `json:"services"`
-		} `json:"peers"`
-	}
-	if err := json.Unmarshal(out, &found); err != nil {
-		t.Fatalf("find --json printed %q: %v", out, err)
-	}
+	found, out := findIn(t, ctx, cliHost, client, name, bootAddr, "default")
 	if len(found.Peers) != 1 || found.Peers[0].Peer != server.id || !slices.Equal(found.Peers[0].Services, []string{"echo"}) {
 		t.Fatalf("find %s on the LAN: want %s with service echo:\n%s", name, server.id, out)
 	}

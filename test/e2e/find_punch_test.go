@@ -40,17 +40,13 @@ func TestFindPunchesAll(t *testing.T) {
 		servers[server.id] = server
 	}
 
-	out, err := cliHost.Command(ctx, bin, append([]string{"--home", client.home, "find", "film-club", "--json",
-		"--bootstrap", ln.bootAddr, noPortMap}, listenArgs("--p2p-listen", ln.transport, true)...)...).Output()
-	if err != nil {
-		t.Fatalf("p2pnode find: %v\n%s", err, out)
-	}
+	_, out := findIn(t, ctx, cliHost, client, "film-club", ln.bootAddr, ln.transport)
 	checkAllDirect(t, servers, out)
 
 	// Through the daemon the connections stay, and both ends say what
 	// they are.
 	ln.serveAs(t, ctx, cliHost, client, client.id)
-	out, err = cliHost.Command(ctx, bin, "--home", client.home, "find", "film-club", "--json").Output()
+	out, err := cliHost.Command(ctx, bin, "--home", client.home, "find", "film-club", "--json").Output()
 	if err != nil {
 		t.Fatalf("p2pnode find through the daemon: %v\n%s", err, out)
 	}

@@ -235,6 +235,25 @@ func (st statusJSON) pathTo(peer string) string {
 	return path
 }
 
+// findIn runs `p2pnode find NAME --json` on lab host h as n, joining
+// through bootAddr with transport's listen addresses, and returns what it
+// printed, parsed and raw.
+func findIn(t *testing.T, ctx context.Context, h *netlab.Host, n node, name, bootAddr, transport string) (foundJSON, []byte) {
+	t.Helper()
+	var out, stderr bytes.Buffer
+	cmd := h.Command(ctx, bin, append([]string{"--home", n.home, "find", name, "--json", "--bootstrap", bootAddr, noPortMap},
+		listenArgs("--p2p-listen", transport, true)...)...)
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("p2pnode find %s: %v\nstdout: %s\nstderr: %s", name, err, out.Bytes(), stderr.Bytes())
+	}
+	var found foundJSON
+	if err := json.Unmarshal(out.Bytes(), &found); err != nil {
+		t.Fatalf("find --json printed %q: %v", out.Bytes(), err)
+	}
+	return found, out.Bytes()
+}
+
 // TestNATTraversal: a serve behind a NAT, found by peer ID through the
 // bootstrap node, reached by a forward at another site; the bytes must come
 // through a direct connection (hole punched, or reversed), not the relay.
@@ -643,21 +662,7 @@ func TestNamedServices(t *testing.T) {
 	}
 
 	common := append([]string{"--bootstrap", ln.bootAddr, noPortMap}, listenArgs("--p2p-listen", ln.transport, true)...)
-	out, err := cliHost.Command(ctx, bin, append([]string{"--home", client.home, "find", "movie-night", "--json"}, common...)...).Output()
-	if err != nil {
-		t.Fatalf("p2pnode find: %v\n%s", err, out)
-	}
-	var found struct {
-		Peers []struct {
-			Peer     string   `json:"peer"`
-			Path     string   `json:"path"`
-			Services []string `json:"services"`
-			Error    string   `json:"error"`
-		} `json:"peers"`
-	}
-	if err := json.Unmarshal(out, &found); err != nil {
-		t.Fatalf("find --json printed %q: %v", out, err)
-	}
+	found, out := findIn(t, ctx, cliHost, client, "movie-night", ln.bootAddr, ln.transport)
 	seen := map[string]bool{}
 	for _, f := range found.Peers {
 		if !servers[f.Peer] || f.Error != "" || len(f.Services) != 1 || f.Services[0] != "echo" {
