@@ -150,6 +150,21 @@ func (j *joiner) keep(ctx context.Context, ai peer.AddrInfo, disconnected <-chan
 				backoff += time.Duration(rand.Int64N(int64(backoff / 4)))
 				continue
 			}
+			if !identified(j.h, ai.ID) {
+				// Connect waits for identify; it failed (its stream timed
+				// out on a loaded host, say), and go-libp2p does not run
+				// it again on a live connection. Without the peer's
+				// protocols the DHT never takes it into its routing
+				// table, so the connection is useless: drop it and dial
+				// again.
+				j.log.Warn("bootstrap peer connected but did not identify itself; reconnecting", "peer", ai.ID, "retry_in", backoff.Round(time.Millisecond))
+				_ = j.h.Network().ClosePeer(ai.ID)
+				if !sleep(ctx, j.clk, backoff) {
+					return
+				}
+				backoff = min(2*backoff, joinMaxBackoff)
+				continue
+			}
 			j.log.Info("connected to bootstrap peer", "peer", ai.ID)
 			backoff = joinMinBackoff
 			j.once.Do(func() { close(j.firstConnected) })
@@ -162,9 +177,21 @@ func (j *joiner) keep(ctx context.Context, ai peer.AddrInfo, disconnected <-chan
 			return
 		case <-disconnected:
 		case <-j.clk.After(joinCheckInterval):
-			// A periodic look covers a missed event.
+			// A periodic look covers a missed event, and a connection
+			// the peer opened on which identify failed (see above).
+			if j.h.Network().Connectedness(ai.ID) == network.Connected && !identified(j.h, ai.ID) {
+				j.log.Warn("bootstrap peer connected but did not identify itself; reconnecting", "peer", ai.ID)
+				_ = j.h.Network().ClosePeer(ai.ID)
+			}
 		}
 	}
+}
+
+// identified reports whether identify has told this host which protocols
+// p speaks.
+func identified(h host.Host, p peer.ID) bool {
+	protos, err := h.Peerstore().GetProtocols(p)
+	return err == nil && len(protos) > 0
 }
 
 // sleep waits d on clk; it returns false if ctx ended first.

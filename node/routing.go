@@ -52,7 +52,6 @@ func newKadRouting(cfg Config) *kadRouting {
 func (r *kadRouting) construct(h host.Host) (routing.PeerRouting, error) {
 	kad, err := dual.New(h,
 		dual.DHTOption(
-			dht.ProtocolPrefix(r.prefix),
 			dht.BootstrapPeersFunc(func() []peer.AddrInfo {
 				if !r.listening.Load() {
 					return nil
@@ -60,11 +59,20 @@ func (r *kadRouting) construct(h host.Host) (routing.PeerRouting, error) {
 				return r.peers
 			}),
 		),
-		dual.WanDHTOption(dht.Mode(kadMode(r.mode))),
+		dual.WanDHTOption(dht.ProtocolPrefix(r.prefix), dht.Mode(kadMode(r.mode))),
 		// The LAN DHT serves unless told to be a client: AutoNAT's verdict
 		// is about the internet, and a node behind a NAT is exactly the
 		// one whose LAN neighbours need it to answer.
-		dual.LanDHTOption(dht.Mode(lanMode(r.mode)), dht.AddressFilter(lanDHTAddrs)),
+		//
+		// The prefix is set per DHT, and the LAN's extension again after
+		// it: the dual package adds "/lan" before the caller's options, so
+		// a prefix given to both (dual.DHTOption) replaced it, and the LAN
+		// DHT took over the WAN protocol's handler. Every query from the
+		// internet was then answered from the LAN routing table, in which
+		// no public peer is, and lookups ended at the first hop
+		// (TestDHTAtScale, TestDHTProtocols).
+		dual.LanDHTOption(dht.ProtocolPrefix(r.prefix), dht.ProtocolExtension(dual.LanExtension),
+			dht.Mode(lanMode(r.mode)), dht.AddressFilter(lanDHTAddrs)),
 	)
 	if err != nil {
 		return nil, err

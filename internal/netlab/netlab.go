@@ -18,7 +18,7 @@
 // The public range is 11.0.0.0/8 on purpose: go-libp2p treats private (RFC
 // 1918) and documentation ranges as non-public and then disables AutoNAT,
 // relays and DCUtR, which are exactly what the lab is for. One public host
-// may also hold many addresses of RoutedRange (12.0.0.0/8), each in a /16
+// may also hold many addresses of RoutedRange (13.0.0.0/8), each in a /16
 // of its own, routed to it from the whole public side (AddRoutedIPs).
 //
 // # Isolation
@@ -657,14 +657,22 @@ func (h *Host) AddPublicIP() net.IP {
 // addresses in distinct /16 networks (AddRoutedIPs): a simulated internet
 // of DHT servers, which kad-dht's routing-table diversity filter would
 // otherwise take at most three of from one /16. It is public to go-libp2p
-// (not RFC 1918, not a documentation range) and routed only inside the lab.
-var RoutedRange = &net.IPNet{IP: net.IPv4(12, 0, 0, 0).To4(), Mask: net.CIDRMask(8, 32)}
+// (not RFC 1918, not a documentation range), not one of the legacy class A
+// networks that the filter groups as a whole /8 (go-libp2p-kbucket's
+// peerdiversity: 12.0.0.0/8 is one, and a farm there filled no routing
+// table), and routed only inside the lab.
+var RoutedRange = &net.IPNet{IP: net.IPv4(13, 0, 0, 0).To4(), Mask: net.CIDRMask(8, 32)}
+
+// routedIP is address i of RoutedRange (see AddRoutedIPs).
+func routedIP(i int) net.IP {
+	return net.IPv4(RoutedRange.IP[0], byte(i%256), byte(i/256), 1).To4()
+}
 
 // MaxRoutedIPs is how many addresses AddRoutedIPs hands out in one lab.
 const MaxRoutedIPs = 256 * 256
 
 // AddRoutedIPs gives a host on the public segment n more addresses from
-// RoutedRange and returns them: address i of the lab is 12.(i mod 256).(i
+// RoutedRange and returns them: address i of the lab is 13.(i mod 256).(i
 // div 256).1, so the first 256 are each in a /16 of their own. Every
 // public-side namespace of the lab, now and later, routes RoutedRange via
 // the host; so only one host of a lab may call it. It fails the test for a
@@ -695,7 +703,7 @@ func (h *Host) AddRoutedIPs(n int) []net.IP {
 	var batch bytes.Buffer
 	for k := range ips {
 		i := l.nextRouted + k
-		ips[k] = net.IPv4(12, byte(i%256), byte(i/256), 1).To4()
+		ips[k] = routedIP(i)
 		fmt.Fprintf(&batch, "addr add %s/32 dev eth0\n", ips[k])
 	}
 	l.nextRouted += n

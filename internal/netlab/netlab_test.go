@@ -21,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p-kbucket/peerdiversity"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/p2pnode/p2pnode/internal/testenv"
 )
 
@@ -619,6 +622,32 @@ func TestBlockUDPAndSecondIP(t *testing.T) {
 	}
 }
 
+// TestRoutedRangeDiverse: the first 256 routed addresses are public and
+// fall in 256 different groups of kad-dht's routing-table diversity filter,
+// so a DHT farm on them can fill a routing table (see RoutedRange).
+func TestRoutedRangeDiverse(t *testing.T) {
+	groups := map[peerdiversity.PeerIPGroupKey]bool{}
+	for i := range 256 {
+		ip := routedIP(i)
+		if !manet.IsPublicAddr(mustIPAddr(t, ip)) {
+			t.Fatalf("routed address %s is not public to go-multiaddr", ip)
+		}
+		groups[peerdiversity.IPGroupKey(ip)] = true
+	}
+	if len(groups) != 256 {
+		t.Errorf("256 routed addresses fall in %d diversity groups, want 256", len(groups))
+	}
+}
+
+func mustIPAddr(t *testing.T, ip net.IP) ma.Multiaddr {
+	t.Helper()
+	a, err := manet.FromIP(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 // TestRoutedIPs: a public host's routed addresses are each in a /16 of its
 // own, and reachable from a NAT site (through its router, seen from the
 // router's public address) and from a public host added after them.
@@ -630,7 +659,7 @@ func TestRoutedIPs(t *testing.T) {
 	more := farm.AddRoutedIPs(1)
 	h := l.AddSite("s", NATPortRestricted).AddHost("h")
 	late := l.AddPublicHost("late")
-	want := []string{"12.0.0.1", "12.1.0.1", "12.2.0.1", "12.3.0.1"}
+	want := []string{"13.0.0.1", "13.1.0.1", "13.2.0.1", "13.3.0.1"}
 	for i, ip := range append(ips, more...) {
 		if ip.String() != want[i] {
 			t.Errorf("routed address %d is %s, want %s", i, ip, want[i])

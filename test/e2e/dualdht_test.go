@@ -115,13 +115,7 @@ func TestLANOnly(t *testing.T) {
 	lab := netlab.New(t)
 	site := lab.AddSite("s", netlab.NATPortRestricted)
 	bootHost, srvHost, cliHost := site.AddHost("boot"), site.AddHost("srv"), site.AddHost("cli")
-	bn := newNode(t, ctx)
-	bp := startIn(t, ctx, bootHost.NS, "bootstrap", append([]string{"--home", bn.home, "bootstrap", noPortMap},
-		listenArgs("--listen", "default", false)...)...)
-	prefix := "/ip4/" + bootHost.IP.String() + "/udp/"
-	bootAddr := bp.WaitLine(t, 30*time.Second, "a QUIC multiaddr on "+bootHost.IP.String(), func(l string) bool {
-		return strings.HasPrefix(l, prefix) && strings.HasSuffix(l, "/p2p/"+bn.id)
-	})
+	bn, bp, bootAddr := bootstrapOn(t, ctx, bootHost, "default")
 	ln := &labNet{lab: lab, boot: bootHost, bootAddr: bootAddr, bootProc: bp, bootNode: bn, transport: "default"}
 
 	const name = "lan-movie"
@@ -148,19 +142,26 @@ func TestLANOnly(t *testing.T) {
 	}
 }
 
-// buildDHTSpy builds test/e2e/dhtspy (without -race: it is a tool, not
-// code under test) and returns its path.
+// buildDHTSpy builds test/e2e/dhtspy and returns its path.
 func buildDHTSpy(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	return buildTool(t, ctx, "dhtspy")
+}
+
+// buildTool builds the test tool test/e2e/NAME (without -race: it is not
+// code under test, and the DHT farm would be too slow with it) and returns
+// its path.
+func buildTool(t *testing.T, ctx context.Context, name string) string {
 	t.Helper()
 	root, err := e2etest.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "dhtspy")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, "./test/e2e/dhtspy")
+	path := filepath.Join(t.TempDir(), name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, "./test/e2e/"+name)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./test/e2e/dhtspy: %v\n%s", err, out)
+		t.Fatalf("go build ./test/e2e/%s: %v\n%s", name, err, out)
 	}
 	return path
 }

@@ -100,22 +100,28 @@ func newWANLabNet(t *testing.T, ctx context.Context, transport string, wan wanSh
 	// NAT checks then tell mapping and filtering apart, which the hole
 	// punch's choice of strategy needs.
 	alt := ln.boot.AddPublicIP()
+	ln.bootNode, ln.bootProc, ln.bootAddr = bootstrapOn(t, ctx, ln.boot, transport, append([]string{"--stun-alt-ip", alt.String()}, extra...)...)
+	return ln
+}
+
+// bootstrapOn starts `p2pnode bootstrap` on lab host h, listening on
+// transport's addresses, and returns its node, its process and the
+// multiaddr peers join it at. With both transports that is the QUIC one,
+// as go-libp2p's QUIC-first ranking of public addresses makes it when the
+// bootstrap list has both (the public Amino list does): DCUtR punches only
+// with the addresses the bootstrap connection observed, and a node that
+// joined over TCP alone has no QUIC address to punch through routers that
+// answer with RST (issue 15's note).
+func bootstrapOn(t *testing.T, ctx context.Context, h *netlab.Host, transport string, extra ...string) (node, *e2etest.Proc, string) {
+	t.Helper()
 	n := newNode(t, ctx)
-	args := append(append([]string{"--home", n.home, "bootstrap", noPortMap, "--stun-alt-ip", alt.String()},
-		listenArgs("--listen", transport, false)...), extra...)
-	p := startIn(t, ctx, ln.boot.NS, "bootstrap", args...)
-	ln.bootProc, ln.bootNode = p, n
-	prefix := "/ip4/" + ln.boot.IP.String() + "/"
-	// With both transports, the peers join over QUIC, as they do with
-	// go-libp2p's QUIC-first ranking of public addresses when the bootstrap
-	// list has both (the public Amino list does): DCUtR punches only with
-	// the addresses the bootstrap connection observed, and a node that
-	// joined over TCP alone has no QUIC address to punch through routers
-	// that answer with RST (issue 15's note).
-	ln.bootAddr = p.WaitLine(t, 30*time.Second, "a multiaddr on "+ln.boot.IP.String(), func(line string) bool {
+	args := append(append([]string{"--home", n.home, "bootstrap", noPortMap}, listenArgs("--listen", transport, false)...), extra...)
+	p := startIn(t, ctx, h.NS, "bootstrap on "+h.Name, args...)
+	prefix := "/ip4/" + h.IP.String() + "/"
+	addr := p.WaitLine(t, 30*time.Second, "a multiaddr on "+h.IP.String(), func(line string) bool {
 		return strings.HasPrefix(line, prefix) && strings.HasSuffix(line, "/p2p/"+n.id) && (transport != "default" || strings.Contains(line, "/quic-v1/"))
 	})
-	return ln
+	return n, p, addr
 }
 
 // serveIn starts `p2pnode serve` on h exposing an echo target (which runs
