@@ -6,11 +6,12 @@
 // on it. The end-to-end test TestDHTAtScale and bench/dht-scale.sh run it
 // in the NAT lab; it is not part of p2pnode.
 //
-//	dhtfarm farm -ip IP... -bootstrap MULTIADDR... [-churn FRACTION] [-ready-timeout 5m] [-pprof ADDR]
+//	dhtfarm farm -ip IP... -bootstrap MULTIADDR... [-churn FRACTION] [-settle PCT] [-ready-timeout 5m] [-pprof ADDR]
 //	    starts one DHT server (node.New in server mode, with p2pnode's
 //	    resource and connection manager) on QUIC port 4001 of each -ip, joined
-//	    through the -bootstrap peers, and prints "ready N" once every one
-//	    has a peer in its WAN routing table. Then, every minute, FRACTION
+//	    through the -bootstrap peers, and prints "ready N ..." once every
+//	    one has a peer in its WAN routing table and the farm's CPU use has
+//	    settled under PCT % of a core (default 60; see settled). Then, every minute, FRACTION
 //	    of them (default 0.1) leave, spread over the minute, and as many
 //	    new ones (fresh peer IDs) join on the addresses they left; it
 //	    prints "churn LEFT JOINED" each minute and "stats ..." (servers,
@@ -156,6 +157,7 @@ func farm(ctx context.Context, args []string) error {
 	fs.Var(&boots, "bootstrap", "bootstrap peer multiaddr with /p2p/ID (repeatable)")
 	churn := fs.Float64("churn", 0.1, "share of the servers replaced every minute (0 to 1)")
 	parallel := fs.Int("parallel", 8, "servers started at once")
+	settle := fs.Float64("settle", 60, "after every server has a routing-table peer, wait until the farm uses less than this share of one core (percent, over 10 s; 0: do not wait)")
 	readyTimeout := fs.Duration("ready-timeout", 5*time.Minute, "how long every server may take to get a routing-table peer")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof at this address (e.g. 127.0.0.1:6060, inside the farm's namespace)")
 	if err := fs.Parse(args); err != nil {
@@ -192,7 +194,11 @@ func farm(ctx context.Context, args []string) error {
 	if err := f.waitTables(ctx, *readyTimeout); err != nil {
 		return err
 	}
-	say("ready %d in %v", len(addrs), time.Since(start).Round(time.Millisecond))
+	pct, err := settled(ctx, *settle, start.Add(*readyTimeout))
+	if err != nil {
+		return err
+	}
+	say("ready %d in %v (CPU %.0f %% of a core)", len(addrs), time.Since(start).Round(time.Millisecond), pct)
 
 	perMinute := int(float64(len(addrs))**churn + 0.5)
 	stats := time.NewTicker(30 * time.Second)
@@ -224,6 +230,30 @@ func farm(ctx context.Context, args []string) error {
 				say("churn %d %d", left, joined)
 				left, joined, minute = 0, 0, time.Now()
 			}
+		}
+	}
+}
+
+// settled waits until the process uses less than limit percent of one
+// core over 10 s: the servers' first routing-table refreshes (every CPL at
+// once, on every server) keep the machine busy for a minute or two after
+// they have joined, and lookups measured then measure that load. It gives
+// up at deadline.
+func settled(ctx context.Context, limit float64, deadline time.Time) (float64, error) {
+	const window = 10 * time.Second
+	for {
+		c0 := processCPU()
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(window):
+		}
+		pct := 100 * float64(processCPU()-c0) / float64(window)
+		if limit <= 0 || pct < limit {
+			return pct, nil
+		}
+		if time.Now().After(deadline) {
+			return pct, fmt.Errorf("the farm still uses %.0f %% of a core (want under %.0f %%): too many servers for this machine?", pct, limit)
 		}
 	}
 }
