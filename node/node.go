@@ -428,6 +428,15 @@ func (n *Node) WaitBootstrap(ctx context.Context) (int, error) {
 	}
 }
 
+// WaitRoutingTable blocks until a DHT routing table (WAN or LAN) holds a
+// peer: a connected bootstrap peer enters one only once identify has shown
+// it speaks the DHT protocol, and a lookup before that fails at once. It
+// returns ctx's error when ctx ends first, and nil at once for a node with
+// no bootstrap peers.
+func (n *Node) WaitRoutingTable(ctx context.Context) error {
+	return n.routing.waitRoutingTable(ctx)
+}
+
 // Reservations returns the relay reservations the node holds now (none
 // unless Config.ReserveRelays).
 func (n *Node) Reservations() []Reservation {

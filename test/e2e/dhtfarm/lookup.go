@@ -84,9 +84,7 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 func lookupOnce(ctx context.Context, boot []peer.AddrInfo, id peer.ID, timeout time.Duration) (took time.Duration, res string, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	listen, _ := ma.NewMultiaddr("/ip4/0.0.0.0/udp/0/quic-v1")
-	listenTCP, _ := ma.NewMultiaddr("/ip4/0.0.0.0/tcp/0")
-	n, err := node.New(node.Config{Identity: newKey(), ListenAddrs: []ma.Multiaddr{listenTCP, listen},
+	n, err := node.New(node.Config{Identity: newKey(), ListenAddrs: []ma.Multiaddr{ma.StringCast("/ip4/0.0.0.0/tcp/0"), ma.StringCast("/ip4/0.0.0.0/udp/0/quic-v1")},
 		BootstrapPeers: boot, DHTMode: node.DHTModeClient, ClientOnly: true, NoPunchProtocol: true,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -96,12 +94,8 @@ func lookupOnce(ctx context.Context, boot []peer.AddrInfo, id peer.ID, timeout t
 	if _, err := n.WaitBootstrap(ctx); err != nil {
 		return 0, "join: " + err.Error(), false
 	}
-	for n.DHT.WAN.RoutingTable().Size() == 0 {
-		select {
-		case <-ctx.Done():
-			return 0, "join: empty routing table: " + ctx.Err().Error(), false
-		case <-time.After(10 * time.Millisecond):
-		}
+	if err := n.WaitRoutingTable(ctx); err != nil {
+		return 0, "join: empty routing table: " + err.Error(), false
 	}
 	start := time.Now()
 	ai, err := n.DHT.FindPeer(ctx, id)
